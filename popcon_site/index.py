@@ -1,0 +1,555 @@
+"""Module -> distribution index: build, cache, validate, look up.
+
+The index maps *root* module names to the installed distribution that owns
+them.  A root is a top-level module or package, or, inside a namespace
+package, the shallowest regular package (``google.protobuf``,
+``acmens.alpha``).  Looking a module up walks from its full name towards its
+top-level name, so the deepest owner wins.
+
+Each directory on ``sys.path`` is indexed on its own, from the
+``*.dist-info`` and ``*.egg-info`` entries in it, and cached with the
+directory's ``st_mtime_ns``.  Installing or removing a distribution adds or
+removes an entry in that directory, which changes its mtime; a warm check is
+therefore one ``stat`` per directory plus one ``marshal.loads``.
+
+This module is on the exit path of reporting processes.  Its warm path uses
+only ``os``, ``sys`` and ``marshal``; ``re`` is imported only to build.
+"""
+
+import marshal
+import os
+import sys
+
+__all__ = [
+    "Distribution",
+    "Index",
+    "cache_locations",
+    "cache_state",
+    "canonical_name",
+    "distributions",
+    "load",
+    "private_reason",
+    "scan_directory",
+    "search_dirs",
+    "write_cache",
+]
+
+# Bump when the layout of a cache entry changes; older files are then ignored.
+FORMAT = 1
+CACHE_TAG = sys.implementation.cache_tag or "python"
+# A cache file keeps the directories of the processes that used it, such as
+# several PYTHONPATH module trees; this bounds its size.
+MAX_CACHED_DIRS = 64
+
+_MODULE_SUFFIXES = (".py", ".pyc", ".pyd", ".so")
+_STDLIB = frozenset(getattr(sys, "stdlib_module_names", ())) | frozenset(sys.builtin_module_names)
+
+
+def canonical_name(name):
+    """Return the PEP 503 normalised form of a distribution name.
+
+    Same result as ``re.sub(r"[-_.]+", "-", name).lower()``; written without
+    ``re`` because it runs on the exit path when a directory is re-indexed.
+
+    >>> canonical_name("Acme.Widgets__Pro")
+    'acme-widgets-pro'
+    >>> canonical_name("zope.interface")
+    'zope-interface'
+    """
+    name = name.lower().replace("_", "-").replace(".", "-")
+    while "--" in name:
+        name = name.replace("--", "-")
+    return name
+
+
+class Distribution:
+    """One installed distribution found in a directory."""
+
+    __slots__ = ("name", "version", "roots", "metadata_path")
+
+    def __init__(self, name, version, roots, metadata_path):
+        self.name = name
+        self.version = version
+        self.roots = roots
+        self.metadata_path = metadata_path
+
+    def __repr__(self):
+        return "Distribution(%r, %r, roots=%r)" % (self.name, self.version, self.roots)
+
+
+# --- building ---------------------------------------------------------------
+
+_patterns = None
+
+
+def _compiled_patterns():
+    global _patterns
+    if _patterns is None:
+        import re
+
+        ident = r"[^\W\d]\w*"
+        suffix = r"(?:\.[\w-]+)*\.(?:py|pyc|pyd|so)(?=,|$)"
+        _patterns = (
+            # package directories holding an __init__ module
+            re.compile(r"^((?:%s/)+)__init__%s" % (ident, suffix), re.M),
+            # top-level modules
+            re.compile(r"^(%s)%s" % (ident, suffix), re.M),
+            # first path component of any file
+            re.compile(r"^(%s)/" % ident, re.M),
+            # modules inside directories
+            re.compile(r"^((?:%s/)+)(%s)%s" % (ident, ident, suffix), re.M),
+            # .pth files installed at the directory root (editable installs)
+            re.compile(r"^([^,/\n]+\.pth)(?=,|$)", re.M),
+        )
+    return _patterns
+
+
+def _read_text(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def _file_list(meta, entry):
+    """The distribution's installed files, one ``path,...`` per line, relative to
+    the directory that holds the metadata; None when it lists none."""
+    record = _read_text(os.path.join(meta, "RECORD"))
+    if record is not None:
+        return record
+    installed = _read_text(os.path.join(meta, "installed-files.txt"))
+    if installed is None:
+        return None
+    # egg-info lists paths relative to the .egg-info directory itself.
+    lines = []
+    for line in installed.splitlines():
+        line = line.strip()
+        if not line or os.path.isabs(line):
+            continue
+        rel = os.path.normpath(os.path.join(entry, line)).replace(os.sep, "/")
+        if not rel.startswith("../"):
+            lines.append(rel + ",")
+    return "\n".join(lines)
+
+
+def _roots_from_files(text):
+    """Root module names of a file list (RECORD format).
+
+    >>> sorted(_roots_from_files("google/protobuf/__init__.py,,\\ngoogle/protobuf/m.py,,\\nsix.py,,"))
+    ['google.protobuf', 'six']
+    """
+    init_re, top_re, first_re, nested_re, _ = _compiled_patterns()
+    init_dirs = {d[:-1] for d in init_re.findall(text) if "__pycache__" not in d}
+    roots = {d.replace("/", ".") for d in init_dirs if d.rpartition("/")[0] not in init_dirs}
+    roots.update(top_re.findall(text))
+    covered = {d.partition("/")[0] for d in init_dirs}
+    covered.add("__pycache__")
+    if not covered.issuperset(first_re.findall(text)):
+        # Some directory has no __init__ above it: a PEP 420 namespace
+        # portion.  Its modules are roots of their own.
+        for directory, module in nested_re.findall(text):
+            if directory.partition("/")[0] not in covered:
+                roots.add(directory.replace("/", ".") + module)
+    return roots
+
+
+def _is_namespace_dir(path, top):
+    directory = os.path.join(path, top)
+    if not os.path.isdir(directory):
+        return False
+    return not any(os.path.exists(os.path.join(directory, "__init__" + s)) for s in _MODULE_SUFFIXES)
+
+
+def _pth_dirs(path, text):
+    """Directories added by the .pth files a distribution installed (editable installs)."""
+    dirs = []
+    for pth in _compiled_patterns()[4].findall(text):
+        content = _read_text(os.path.join(path, pth)) or ""
+        for line in content.splitlines():
+            line = line.strip()
+            if line and not line.startswith(("#", "import ", "import\t")):
+                dirs.append(os.path.join(path, line))
+    return dirs
+
+
+def _present_modules(listing):
+    """Top-level module names that exist in a directory listing."""
+    present = set()
+    for name, is_dir in listing:
+        if is_dir:
+            if name.isidentifier():
+                present.add(name)
+        elif name.endswith(_MODULE_SUFFIXES):
+            stem = name.partition(".")[0]
+            if stem.isidentifier():
+                present.add(stem)
+    return present
+
+
+def _listing(path):
+    try:
+        with os.scandir(path) as it:
+            return [(entry.name, entry.is_dir()) for entry in it]
+    except OSError:
+        return []
+
+
+def _read_distribution(path, entry, is_dir, present):
+    stem = entry.rpartition(".")[0]
+    raw_name, _, rest = stem.partition("-")
+    name = canonical_name(raw_name)
+    version = rest.partition("-")[0]
+    meta = os.path.join(path, entry)
+    roots = set()
+    files = None
+    if is_dir:
+        top_level = _read_text(os.path.join(meta, "top_level.txt"))
+        if top_level is not None:
+            roots = {t.strip().replace("/", ".") for t in top_level.splitlines() if t.strip()}
+            namespaces = {t for t in roots if "." not in t and _is_namespace_dir(path, t)}
+            if namespaces:
+                files = _file_list(meta, entry)
+                if files:
+                    deeper = {r for r in _roots_from_files(files) if r.partition(".")[0] in namespaces}
+                    if deeper:
+                        roots = (roots - namespaces) | deeper
+        else:
+            files = _file_list(meta, entry)
+            if files:
+                roots = _roots_from_files(files)
+    code_dirs = _pth_dirs(path, files) if files else []
+    if code_dirs:
+        # An editable install: its code lives in the directories its .pth
+        # adds, so presence is checked there.
+        for directory in code_dirs:
+            present = present | _present_modules(_listing(directory))
+    if not roots:
+        # No usable file list (a bare PKG-INFO egg-info, a hatchling editable):
+        # the import name is most often the distribution name.
+        guess = raw_name.replace("-", "_").replace(".", "_")
+        roots = {g for g in (guess, guess.lower()) if g in present}
+    # A stale top_level.txt or a RECORD naming files elsewhere must not claim
+    # names that do not exist here, such as a user's local `tests` package.
+    roots = {r for r in roots if r.partition(".")[0] in present and r.partition(".")[0] not in _STDLIB}
+    return Distribution(name, version, tuple(sorted(roots)), meta)
+
+
+def distributions(path):
+    """Every distribution whose metadata is directly in directory ``path``.
+
+    A distribution whose metadata cannot be read is listed with no roots; one
+    bad distribution never hides the others.
+    """
+    listing = _listing(path)
+    present = _present_modules(listing)
+    found = []
+    for entry, is_dir in sorted(listing):
+        if not entry.endswith((".dist-info", ".egg-info")):
+            continue
+        try:
+            found.append(_read_distribution(path, entry, is_dir, present))
+        except Exception:
+            continue
+    return found
+
+
+def scan_directory(path):
+    """Map each root module name in directory ``path`` to (canonical name, version).
+
+    Pure file parsing, independent of the running interpreter, so it can
+    index another interpreter's directories.  Where two distributions claim
+    the same root, the first in sorted order keeps it.
+    """
+    roots = {}
+    for dist in distributions(path):
+        for root in dist.roots:
+            roots.setdefault(root, (dist.name, dist.version))
+    return roots
+
+
+def _entry_for(path, mtime_ns):
+    roots = scan_directory(path)
+    deep = frozenset(r.partition(".")[0] for r in roots if "." in r)
+    return (mtime_ns, roots, deep)
+
+
+# --- which directories ------------------------------------------------------
+
+
+def _under(path, directory):
+    directory = directory.rstrip(os.sep)
+    return path == directory or path.startswith(directory + os.sep)
+
+
+def private_reason(path):
+    """Why a directory holds a user's own installs, or None.
+
+    A user's own installs are those in the user site-packages, and those under
+    the home directory outside the environment's prefixes.  Their names can
+    be private, so they are not counted unless PYTHON_POPCONTEST_INCLUDE_USER=1.
+    """
+    user_site = getattr(sys.modules.get("site"), "USER_SITE", None)
+    if user_site and _under(path, user_site):
+        return "it is the user site-packages"
+    home = os.path.expanduser("~")
+    if home and home != "~" and home.rstrip(os.sep) and _under(path, home):
+        if not any(_under(path, p) for p in (sys.prefix, sys.exec_prefix, sys.base_prefix)):
+            return "it is under the home directory, outside the environment"
+    return None
+
+
+def search_dirs(path, include_user=False, debug=None):
+    """The directories of ``path`` to index: unique, non-empty, and not a user's
+    own unless ``include_user``."""
+    dirs = []
+    for entry in path:
+        if not entry or type(entry) is not str or entry in dirs:
+            continue
+        if not include_user:
+            reason = private_reason(entry)
+            if reason:
+                if debug:
+                    debug("not counting distributions in %s: %s" % (entry, reason))
+                continue
+        dirs.append(entry)
+    return dirs
+
+
+# --- caching ----------------------------------------------------------------
+
+
+def _fnv1a(text):
+    h = 0xCBF29CE484222325
+    for byte in text.encode("utf-8", "surrogateescape"):
+        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return "%016x" % h
+
+
+def cache_locations():
+    """Candidate cache files, most shared first, as (kind, path) pairs.
+
+    * ``environment``: inside ``sys.prefix``, shared by every user; written by
+      ``popcon-site index`` or by any process that may write there;
+    * ``user``: the user's cache directory, for read-only environments;
+    * ``temporary``: a private per-user directory under $TMPDIR, for users
+      without a writable home.
+    """
+    name = "index-%s.marshal" % CACHE_TAG
+    yield "environment", os.path.join(sys.prefix, "var", "cache", "popcon-site", name)
+    per_env = "index-%s-%s.marshal" % (CACHE_TAG, _fnv1a(sys.prefix))
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):
+        home = os.path.expanduser("~")
+        base = os.path.join(home, ".cache") if os.path.isabs(home) else ""
+    if base:
+        yield "user", os.path.join(base, "popcon-site", per_env)
+    tmp = os.environ.get("TMPDIR", "")
+    if not os.path.isabs(tmp):
+        tmp = "/tmp"
+    yield "temporary", os.path.join(tmp, "popcon-site-%d" % os.getuid(), per_env)
+
+
+def _private_dir_ok(directory, create):
+    """A shared temporary directory is used only if it is ours and closed to others."""
+    try:
+        if create:
+            try:
+                os.mkdir(directory, 0o700)
+            except FileExistsError:
+                pass
+        st = os.lstat(directory)
+    except OSError:
+        return False
+    return (st.st_mode & 0o170000) == 0o040000 and st.st_uid == os.getuid() and not st.st_mode & 0o077
+
+
+def _read_cache(kind, path):
+    """The directory table of a cache file, or None if it is missing or unusable."""
+    if kind == "temporary" and not _private_dir_ok(os.path.dirname(path), create=False):
+        return None
+    try:
+        with open(path, "rb") as f:
+            data = marshal.loads(f.read())
+    except Exception:
+        # Missing, truncated, corrupted or from another Python: rebuild.
+        return None
+    if type(data) is not tuple or len(data) != 3 or data[0] != FORMAT or data[1] != CACHE_TAG:
+        return None
+    table = data[2]
+    return table if type(table) is dict else None
+
+
+def _valid_entry(entry):
+    return (
+        type(entry) is tuple
+        and len(entry) == 3
+        and type(entry[0]) is int
+        and type(entry[1]) is dict
+        and type(entry[2]) is frozenset
+    )
+
+
+def write_cache(kind, path, table):
+    """Write a cache file atomically: readers see the old file or the new one,
+    never half of one.  Raises OSError when the location is not writable."""
+    directory = os.path.dirname(path)
+    if kind == "temporary":
+        os.makedirs(os.path.dirname(directory), exist_ok=True)
+        if not _private_dir_ok(directory, create=True):
+            raise PermissionError("%s is not a private directory of this user" % directory)
+    else:
+        os.makedirs(directory, exist_ok=True)
+    data = marshal.dumps((FORMAT, CACHE_TAG, table))
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _directory_mtimes(dirs):
+    mtimes = {}
+    for directory in dirs:
+        try:
+            st = os.stat(directory)
+        except (OSError, ValueError):
+            continue
+        if (st.st_mode & 0o170000) == 0o040000:
+            mtimes[directory] = st.st_mtime_ns
+    return mtimes
+
+
+def load(dirs, debug=None):
+    """Return the Index of ``dirs``, from the cache where it is fresh.
+
+    Directories whose cached mtime differs are re-indexed, and the result is
+    written to the first cache location that accepts it.
+    """
+    mtimes = _directory_mtimes(dirs)
+    tables = {}
+    read = []
+    if mtimes:
+        for kind, path in cache_locations():
+            table = _read_cache(kind, path)
+            read.append((kind, path, table))
+            if table:
+                for directory, mtime in mtimes.items():
+                    entry = table.get(directory)
+                    if directory not in tables and _valid_entry(entry) and entry[0] == mtime:
+                        tables[directory] = entry
+            if len(tables) == len(mtimes):
+                break
+    stale = [d for d in mtimes if d not in tables]
+    if stale:
+        for directory in stale:
+            tables[directory] = _entry_for(directory, mtimes[directory])
+        if debug:
+            debug("indexed %d directories: %s" % (len(stale), ", ".join(stale)))
+        _save(tables, read, debug)
+    return Index([(d, tables[d][1], tables[d][2]) for d in mtimes])
+
+
+def _save(tables, read, debug):
+    previous = {path: table for _, path, table in read}
+    for kind, path in cache_locations():
+        merged = dict(tables)
+        for directory, entry in (previous.get(path) or {}).items():
+            if len(merged) >= MAX_CACHED_DIRS:
+                break
+            merged.setdefault(directory, entry)
+        try:
+            write_cache(kind, path, merged)
+        except Exception as exc:
+            if debug:
+                debug("cannot write the %s index cache %s: %s" % (kind, path, exc))
+            continue
+        if debug:
+            debug("wrote the %s index cache %s" % (kind, path))
+        return path
+    if debug:
+        debug("no index cache location is writable; the index will be rebuilt next time")
+    return None
+
+
+def cache_state(dirs):
+    """Describe each cache location for ``dirs``: for ``popcon-site status``.
+
+    Returns a list of dicts with kind, path, exists, fresh (directories whose
+    cached entry is current) and stale (the others).
+    """
+    mtimes = _directory_mtimes(dirs)
+    state = []
+    for kind, path in cache_locations():
+        table = _read_cache(kind, path) or {}
+        fresh = [d for d, m in mtimes.items() if _valid_entry(table.get(d)) and table[d][0] == m]
+        state.append(
+            {
+                "kind": kind,
+                "path": path,
+                "exists": os.path.exists(path),
+                "fresh": fresh,
+                "stale": [d for d in mtimes if d not in fresh],
+            }
+        )
+    return state
+
+
+# --- looking up ---------------------------------------------------------------
+
+
+class Index:
+    """Root tables of several directories, searched in ``sys.path`` order."""
+
+    __slots__ = ("_tables", "_deep")
+
+    def __init__(self, tables):
+        self._tables = tables
+        deep = set()
+        for _, _, d in tables:
+            deep.update(d)
+        self._deep = deep
+
+    def owner(self, module):
+        """Return (canonical name, version) of the distribution that owns a module,
+        or None.  The deepest owner wins: ``google.protobuf.message`` is
+        looked up as ``google.protobuf.message``, ``google.protobuf`` and
+        ``google``, in that order."""
+        top = module.partition(".")[0]
+        if top in self._deep:
+            parts = module.split(".")
+            keys = [".".join(parts[:i]) for i in range(len(parts), 0, -1)]
+        else:
+            keys = (top,)
+        for key in keys:
+            for _, roots, _ in self._tables:
+                hit = roots.get(key)
+                if type(hit) is tuple and len(hit) == 2:
+                    return hit
+        return None
+
+    def libraries(self, modules):
+        """Map the canonical name of every distribution owning one of ``modules``
+        to its version; each distribution appears once."""
+        found = {}
+        seen = set()
+        deep = self._deep
+        for module in modules:
+            top = module.partition(".")[0]
+            key = module if top in deep else top
+            if key in seen:
+                continue
+            seen.add(key)
+            hit = self.owner(key)
+            if hit is not None:
+                found[hit[0]] = hit[1]
+        return found
