@@ -1,0 +1,1 @@
+"""Shared helpers for the test suite: interpreters, venvs, processes, sockets."""
