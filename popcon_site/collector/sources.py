@@ -1,0 +1,157 @@
+"""Where ``popcon-site report`` reads counts: a store file or Prometheus.
+
+Both give the same :class:`Counts`, so the report looks the same whether the
+embedded collector or statsd_exporter plus Prometheus did the collecting.
+"""
+
+import json
+import math
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from popcon_site.collector.mapping import LIBRARY_NAME, REPORTS_NAME
+
+__all__ = ["Counts", "SourceError", "counts_from_db", "counts_from_prometheus"]
+
+
+class SourceError(Exception):
+    """The counts cannot be read; the message says from where and why."""
+
+
+class Counts:
+    """Totals for a report.
+
+    ``libraries`` maps a library to its count; ``versions`` maps a library to
+    ``{version: count}``, with ``""`` for counts sent without a version.
+    """
+
+    __slots__ = ("processes", "libraries", "versions", "source")
+
+    def __init__(self, processes, versions, source):
+        self.processes = processes
+        self.versions = versions
+        self.libraries = {library: sum(split.values()) for library, split in versions.items()}
+        self.source = source
+
+
+def counts_from_db(path, prefix=None):
+    """Counts from a store file written by ``popcon-site collect``."""
+    from popcon_site.collector.store import StoreError, read_counts
+
+    try:
+        stored_prefix, snap = read_counts(path)
+    except StoreError as exc:
+        raise SourceError(str(exc)) from None
+    if prefix is not None and stored_prefix is not None and prefix != stored_prefix:
+        raise SourceError("%s holds counts for the prefix %r, not %r" % (path, stored_prefix, prefix))
+    versions = {}
+    for (library, version), count in snap.libraries.items():
+        versions.setdefault(library, {})[version] = count
+    return Counts(snap.reports, versions, "store %s (prefix %s)" % (path, stored_prefix))
+
+
+_DURATION = re.compile(r"[0-9]+(ms|s|m|h|d|w|y)\Z")
+_MATCHER = re.compile(r'\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"(?:[^"\\]|\\.)*"\s*\Z')
+
+
+def check_range(text):
+    """Return a PromQL duration such as ``30d``, or raise ValueError."""
+    if not _DURATION.match(text):
+        raise ValueError("%r is not a duration such as 30d, 12h or 90m" % (text,))
+    return text
+
+
+def check_matchers(text):
+    """Return label matchers such as ``namespace="hub_a"``, or raise ValueError."""
+    parts = [part for part in _split_matchers(text) if part.strip()]
+    for part in parts:
+        if not _MATCHER.match(part):
+            raise ValueError("%r is not a label matcher such as namespace=\"hub_a\"" % (part,))
+    return ",".join(part.strip() for part in parts)
+
+
+def _split_matchers(text):
+    parts, current, quoted, escaped = [], [], False, False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == "," and not quoted:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    parts.append("".join(current))
+    return parts
+
+
+def _query(base_url, promql, timeout):
+    url = base_url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            body = json.load(response)
+    except urllib.error.HTTPError as exc:
+        detail = ""
+        try:
+            detail = json.load(exc).get("error", "")
+        except Exception:
+            pass
+        raise SourceError("Prometheus at %s answered %s %s" % (base_url, exc.code, detail or exc.reason)) from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise SourceError("cannot reach Prometheus at %s: %s" % (base_url, reason)) from None
+    except ValueError:
+        raise SourceError("Prometheus at %s did not answer with JSON; is it the server's base URL?" % (base_url,)) from None
+    if body.get("status") != "success":
+        raise SourceError("Prometheus at %s refused the query: %s" % (base_url, body.get("error", body)))
+    return body["data"]["result"]
+
+
+def _value(sample, whole):
+    value = float(sample["value"][1])
+    if not math.isfinite(value):
+        return 0.0
+    # increase() extrapolates to the window's edges, so its counts of whole
+    # processes come back fractional.
+    return float(round(value)) if whole else value
+
+
+def counts_from_prometheus(base_url, window=None, matchers="", timeout=30):
+    """Counts from a Prometheus server that scrapes the collector or
+    statsd_exporter.
+
+    Without a window it sums the counters as they stand, which is what the
+    collector has counted since its store began (statsd_exporter restarts
+    from zero).  With a window such as ``30d`` it sums their increase over
+    that window, which survives exporter restarts.
+    """
+    selector = "{%s}" % matchers if matchers else ""
+
+    def expression(metric):
+        series = metric + selector
+        if window:
+            series = "increase(%s[%s])" % (series, window)
+        return series
+
+    versions = {}
+    for sample in _query(base_url, "sum by (library, version) (%s)" % expression(LIBRARY_NAME), timeout):
+        labels = sample.get("metric", {})
+        library = labels.get("library")
+        if not library:
+            continue
+        count = _value(sample, bool(window))
+        if count:
+            versions.setdefault(library, {})[labels.get("version", "")] = count
+    reports = _query(base_url, "sum(%s)" % expression(REPORTS_NAME), timeout)
+    processes = _value(reports[0], bool(window)) if reports else 0.0
+    description = "Prometheus %s" % base_url
+    if window:
+        description += ", last %s" % window
+    if matchers:
+        description += ", %s" % matchers
+    return Counts(processes, versions, description)

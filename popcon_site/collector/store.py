@@ -1,0 +1,281 @@
+"""Aggregated counts: kept in memory, written to SQLite.
+
+One collector owns a store file at a time (an exclusive lock on
+``<db>.lock``).  It keeps every total in memory, which the cardinality cap
+bounds, and writes the totals that changed since the last flush in one
+transaction.  Writing absolute totals rather than increments makes a flush
+idempotent, and SQLite's WAL journal makes each flush atomic: a SIGKILL loses
+at most the counts received since the last flush, and never leaves a partial
+one.  Readers (``popcon-site report --db``) see the last committed flush
+while the collector keeps writing.
+"""
+
+import fcntl
+import os
+import sqlite3
+import threading
+
+from popcon_site.collector.lines import ACCEPTED, OUTCOMES, OVER_CAP
+
+__all__ = ["DEFAULT_MAX_SERIES", "CountStore", "Snapshot", "StoreError", "read_counts"]
+
+SCHEMA_VERSION = "1"
+DEFAULT_MAX_SERIES = 10000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS library_used (
+    library TEXT NOT NULL,
+    version TEXT NOT NULL,
+    count REAL NOT NULL,
+    PRIMARY KEY (library, version)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS totals (
+    name TEXT PRIMARY KEY,
+    count REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
+_REPORTS = "reports"
+_NAMES_DROPPED = "names_dropped"
+_LINE_TOTAL = "lines."
+
+
+class StoreError(Exception):
+    """The store file cannot be created, opened, locked or written.  The
+    message says which file and why, in words an admin can act on."""
+
+
+def _describe(exc):
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and "disk is full" in text:
+        return "the disk is full"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[0].lower() + exc.strerror[1:]
+    return text
+
+
+class Snapshot:
+    """A consistent copy of every total, for /metrics and reports."""
+
+    __slots__ = ("libraries", "reports", "lines", "names_dropped", "series", "max_series")
+
+    def __init__(self, libraries, reports, lines, names_dropped, series=0, max_series=0):
+        self.libraries = libraries  # {(library, version): count}
+        self.reports = reports
+        self.lines = lines  # {outcome: count}
+        self.names_dropped = names_dropped
+        self.series = series
+        self.max_series = max_series
+
+
+def _connect(path, readonly=False):
+    if readonly:
+        uri = "file:%s?mode=ro" % (_uri_path(path),)
+        conn = sqlite3.connect(uri, uri=True, timeout=10, isolation_level=None, check_same_thread=False)
+    else:
+        conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
+    return conn
+
+
+def _uri_path(path):
+    from urllib.parse import quote
+
+    return quote(os.path.abspath(path))
+
+
+def _load(conn):
+    libraries = {}
+    for library, version, count in conn.execute("SELECT library, version, count FROM library_used"):
+        libraries[(library, version)] = count
+    totals = dict(conn.execute("SELECT name, count FROM totals"))
+    lines = {outcome: int(totals.get(_LINE_TOTAL + outcome, 0)) for outcome in OUTCOMES}
+    return libraries, totals.get(_REPORTS, 0.0), lines, int(totals.get(_NAMES_DROPPED, 0))
+
+
+def read_counts(path):
+    """Read the last committed totals of a store file without disturbing the
+    collector that may be writing it.  Returns ``(prefix, Snapshot)``."""
+    if not os.path.exists(path):
+        raise StoreError("%s does not exist" % (path,))
+    try:
+        conn = _connect(path, readonly=True)
+        try:
+            # One read transaction: the denominator and the library counts
+            # come from the same flush.
+            conn.execute("BEGIN")
+            meta = dict(conn.execute("SELECT key, value FROM meta"))
+            libraries, reports, lines, dropped = _load(conn)
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StoreError("cannot read %s: %s" % (path, _describe(exc))) from None
+    return meta.get("prefix"), Snapshot(libraries, reports, lines, dropped, len(libraries))
+
+
+class CountStore:
+    """The collector's totals for one prefix, backed by one SQLite file."""
+
+    def __init__(self, path, prefix, max_series=DEFAULT_MAX_SERIES):
+        self.path = path
+        self.prefix = prefix
+        self.max_series = max_series
+        self._lock = threading.Lock()
+        self._lock_file = None
+        self._conn = None
+        directory = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as exc:
+            raise StoreError("cannot create the directory %s: %s" % (directory, _describe(exc))) from None
+        self._take_file_lock()
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    def _take_file_lock(self):
+        lock_path = self.path + ".lock"
+        try:
+            self._lock_file = open(lock_path, "a")
+        except OSError as exc:
+            raise StoreError("cannot write %s: %s" % (lock_path, _describe(exc))) from None
+        try:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock_file.close()
+            self._lock_file = None
+            raise StoreError("%s is in use by another collector" % (self.path,)) from None
+
+    def _open(self):
+        try:
+            conn = _connect(self.path)
+            self._conn = conn
+            conn.execute("PRAGMA journal_mode=WAL")
+            # In WAL mode, NORMAL loses nothing when the process dies; only a
+            # power cut can lose the last transactions.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+            meta = dict(conn.execute("SELECT key, value FROM meta"))
+        except sqlite3.Error as exc:
+            raise StoreError("cannot open %s: %s" % (self.path, _describe(exc))) from None
+        stored_prefix = meta.get("prefix")
+        if stored_prefix is not None and stored_prefix != self.prefix:
+            raise StoreError(
+                "%s holds counts for the prefix %r, not %r; use --prefix %s or another --db"
+                % (self.path, stored_prefix, self.prefix, stored_prefix)
+            )
+        if meta.get("schema", SCHEMA_VERSION) != SCHEMA_VERSION:
+            raise StoreError("%s has store format %r; this version reads %r" % (self.path, meta["schema"], SCHEMA_VERSION))
+        try:
+            with self._transaction() as c:
+                c.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+                c.execute("INSERT OR IGNORE INTO meta VALUES ('prefix', ?)", (self.prefix,))
+            self.libraries, self.reports, self.lines, self.names_dropped = _load(conn)
+        except sqlite3.Error as exc:
+            raise StoreError("cannot write %s: %s" % (self.path, _describe(exc))) from None
+        self._dirty_libraries = set()
+        self._dirty_totals = False
+        # Names refused by the cap, remembered up to a bound so that a name
+        # sent again is not counted as another dropped name.
+        self._dropped_seen = set()
+
+    def _transaction(self):
+        conn = self._conn
+
+        class _Tx:
+            def __enter__(self_):
+                conn.execute("BEGIN IMMEDIATE")
+                return conn
+
+            def __exit__(self_, exc_type, exc, tb):
+                if exc_type is None:
+                    conn.execute("COMMIT")
+                else:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                return False
+
+        return _Tx()
+
+    def add(self, results):
+        """Apply parsed lines: an iterable of ``(outcome, key, count)``."""
+        libraries = self.libraries
+        lines = self.lines
+        dirty = self._dirty_libraries
+        with self._lock:
+            for outcome, key, count in results:
+                if outcome == ACCEPTED:
+                    if key is None:
+                        self.reports += count
+                    elif key in libraries:
+                        libraries[key] += count
+                        dirty.add(key)
+                    elif len(libraries) < self.max_series:
+                        libraries[key] = count
+                        dirty.add(key)
+                    else:
+                        outcome = OVER_CAP
+                        if key not in self._dropped_seen:
+                            self.names_dropped += 1
+                            if len(self._dropped_seen) < self.max_series:
+                                self._dropped_seen.add(key)
+                lines[outcome] += 1
+            self._dirty_totals = True
+
+    def snapshot(self):
+        with self._lock:
+            return Snapshot(
+                dict(self.libraries),
+                self.reports,
+                dict(self.lines),
+                self.names_dropped,
+                len(self.libraries),
+                self.max_series,
+            )
+
+    def flush(self):
+        """Write the totals that changed since the last flush, atomically.
+
+        Raises StoreError when the write fails (a full disk, say); the totals
+        stay in memory, and the next flush tries again."""
+        with self._lock:
+            if not self._dirty_totals and not self._dirty_libraries:
+                return
+            rows = [(lib, ver, self.libraries[(lib, ver)]) for lib, ver in self._dirty_libraries]
+            totals = [(_REPORTS, self.reports), (_NAMES_DROPPED, self.names_dropped)]
+            totals.extend((_LINE_TOTAL + outcome, count) for outcome, count in self.lines.items())
+            self._dirty_libraries = set()
+            self._dirty_totals = False
+        try:
+            with self._transaction() as c:
+                c.executemany("INSERT OR REPLACE INTO library_used VALUES (?, ?, ?)", rows)
+                c.executemany("INSERT OR REPLACE INTO totals VALUES (?, ?)", totals)
+        except sqlite3.Error as exc:
+            with self._lock:
+                self._dirty_libraries.update((lib, ver) for lib, ver, _ in rows)
+                self._dirty_totals = True
+            raise StoreError("cannot write %s: %s" % (self.path, _describe(exc))) from None
+
+    def unflushed(self):
+        """How many series and totals wait for the next flush."""
+        with self._lock:
+            return len(self._dirty_libraries) + (1 if self._dirty_totals else 0)
+
+    def close(self):
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except sqlite3.Error:
+                pass
+            self._conn = None
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
