@@ -151,7 +151,10 @@ def run(udp, http, db, prefix, max_series, flush_interval, out=sys.stdout):
         _loop(udp_sock, wake_r, store, parser, flush_interval, stop)
         # Whatever the kernel already queued was sent before the stop.
         _drain(udp_sock, store, parser)
-        store.flush()
+        try:
+            store.flush()
+        except StoreError as exc:
+            raise StoreError("%s; the counts received since the last successful write are lost" % exc) from None
     finally:
         signal.set_wakeup_fd(-1)
         for signum, handler in old_handlers.items():

@@ -53,6 +53,8 @@ def _describe(exc):
     text = str(exc)
     if isinstance(exc, sqlite3.OperationalError) and "disk is full" in text:
         return "the disk is full"
+    if isinstance(exc, sqlite3.OperationalError) and "disk I/O error" in text:
+        return "disk I/O error (a full disk or a file size limit gives this too)"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror[0].lower() + exc.strerror[1:]
     return text
