@@ -157,7 +157,9 @@ def prefix() -> Prefix:
 def run(venv, listener, prefix):
     """Run the shared venv's python with popcon-site pointed at ``listener``."""
     def run(*args: str, python=None, **kwargs):
-        return run_python(python or venv.python, list(args), listener=listener, prefix=prefix, **kwargs)
+        kwargs.setdefault("listener", listener)
+        kwargs.setdefault("prefix", prefix)
+        return run_python(python or venv.python, list(args), **kwargs)
     return run
 
 

@@ -4,8 +4,6 @@ Each test runs a real interpreter from a throwaway venv that has the built
 wheel installed, and reads the real UDP datagrams it sent.
 """
 
-import sys
-
 import pytest
 
 from support import distributions as d
