@@ -1,7 +1,141 @@
-"""popcon-site: counts the installed libraries that Python processes import.
+"""popcon-site: counts the installed libraries that Python processes import."""
 
-This module is imported at every interpreter start-up (the ``.pth`` file
-imports ``popcon_site._bootstrap``), so it holds the version and nothing else.
-"""
+# This module is the start-up hook.  popcon_site.pth imports it while `site`
+# is initialising, in every interpreter of the environment, so:
+#
+# * it imports nothing that is not already loaded at start-up;
+# * it does the least that can be done at start-up: check the opt-out and
+#   install a one-shot finder that, once site has finished, takes the baseline
+#   and registers the exit handler and the fork hook.  Settings, MPI ranks, the index and the
+#   network are all dealt with at exit, in popcon_site.reporter, and only in
+#   processes that imported something outside the standard library;
+# * it never raises and never prints (debug output lives in the reporter).
+#
+# It is the package __init__ rather than a submodule because every module
+# imported at start-up costs about 0.4M instructions (bench/), and its
+# explanations are comments rather than docstrings because docstrings are
+# unmarshalled at every start.  Importing popcon_site after start-up (the CLI,
+# the tests) activates nothing.
+
+import os
+import sys
 
 __version__ = "0.1.0"
+
+_activated = False
+_baseline = None  # names in sys.modules once site had finished; None until then
+_baseline_pid = 0
+_search_path = ()  # sys.path once site had finished, less the script's directory
+_startup_path = ()  # sys.path while site runs: the script's directory is not in it yet
+_finder = None  # the one-shot meta-path finder while it is installed
+
+
+def _site_initializing():
+    # site.__spec__._initializing is True while .pth lines, sitecustomize and
+    # usercustomize run.  It is private, so a missing attribute means "done".
+    spec = getattr(sys.modules.get("site"), "__spec__", None)
+    return getattr(spec, "_initializing", False) is True
+
+
+def _take_baseline():
+    global _baseline, _baseline_pid, _search_path
+    _baseline = set(sys.modules)
+    _baseline_pid = os.getpid()
+    path = sys.path
+    # The interpreter puts the script's directory (or the cwd) at sys.path[0]
+    # after site has run.  Local code lives there, never an installed
+    # distribution, and its mtime changes all the time: keep it out of the index.
+    if path and path[0] not in _startup_path:
+        path = path[1:]
+    _search_path = tuple(path)
+
+
+def _find_spec(name, path=None, target=None):
+    # The one-shot finder (see activate).  Imports by other .pth files,
+    # sitecustomize and usercustomize pass through it while site is still
+    # initialising, so they fall in the baseline on whichever side of ours they
+    # run.  The first import after that takes the baseline; the module being
+    # imported is not in sys.modules yet, so it counts as new.
+    try:
+        if not _site_initializing():
+            # importlib is iterating over the current list: replace the list
+            # rather than mutate it, so that no other finder is skipped.
+            sys.meta_path = [f for f in sys.meta_path if f is not _finder]
+            _start_counting()
+    except BaseException:  # noqa: BLE001, S110 - must never break the program's import
+        pass
+
+
+def _start_counting():
+    # Runs once, when site has finished.  The exit handler and the fork hook
+    # are registered only now: a process that imports nothing after start-up
+    # (`python -c pass`) never even imports atexit.
+    import atexit
+
+    _take_baseline()
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+    atexit.register(_at_exit)
+
+
+def _after_fork_in_child():
+    # A forked child inherits the parent's modules and exit handler; it reports
+    # only what it imports itself.
+    if _baseline is not None:
+        _take_baseline()
+
+
+def _at_exit():
+    # No baseline means no import after site initialisation.  Modules of the
+    # standard library are filtered here, cheaply, so that such processes never
+    # load the reporter, the index or a socket.
+    try:
+        baseline = _baseline
+        if baseline is None:
+            return
+        stdlib = getattr(sys, "stdlib_module_names", ())
+        builtin = sys.builtin_module_names
+        candidates = []
+        for name in sys.modules.copy():  # a copy: daemon threads may still import
+            if type(name) is not str or name in baseline:
+                continue
+            top = name.partition(".")[0]
+            if top in stdlib or top in builtin or top == "popcon_site" or top.startswith("__"):
+                continue
+            candidates.append(name)
+        if candidates:
+            from popcon_site import reporter
+
+            reporter.report_at_exit(candidates, _baseline_pid, _search_path)
+    except BaseException:  # noqa: BLE001, S110 - inside someone else's process, at exit
+        pass
+
+
+def activate():
+    """Activate counting in this interpreter; only the first call acts."""
+    # Venvs process their site-packages .pth files twice on Python <= 3.14
+    # (https://github.com/python/cpython/issues/75723), and Python 3.15 may run
+    # the popcon_site.start entry point as well: hence the guard.
+    global _activated, _startup_path, _finder
+    if _activated:
+        return
+    _activated = True
+    try:
+        value = os.environ.get("PYTHON_POPCONTEST_DISABLE")
+        # Anything but a plainly false value opts out: whoever set the variable
+        # meant to opt out, and privacy must not depend on its spelling.
+        if value is not None and value.strip().lower() not in ("", "0", "false", "no", "off"):
+            return
+        _startup_path = tuple(sys.path)
+        if _site_initializing():
+            # A finder needs only a find_spec attribute: a SimpleNamespace (the
+            # type of sys.implementation) saves creating a class at every start.
+            _finder = type(sys.implementation)(find_spec=_find_spec)
+            sys.meta_path.insert(0, _finder)
+        else:
+            _start_counting()
+    except BaseException:  # noqa: BLE001, S110 - a BaseException here would abort start-up
+        pass
+
+
+if _site_initializing():
+    activate()

@@ -12,12 +12,15 @@ Nothing here raises on bad input: a problem is described in
 """
 
 __all__ = [
+    "RANK_VARIABLES",
     "DEFAULT_HOST",
     "DEFAULT_PORT",
     "DEFAULT_PREFIX",
     "Settings",
     "denominator_name",
     "is_true",
+    "nonzero_rank",
+    "opted_out",
     "prefix_problem",
     "settings_from_environ",
 ]
@@ -33,6 +36,16 @@ _MAX_PREFIX = 200
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
 
+# Launchers of parallel jobs set one of these in every rank; only rank 0
+# reports, so that a 512-rank job counts once.
+RANK_VARIABLES = (
+    "PMI_RANK",
+    "PMIX_RANK",
+    "OMPI_COMM_WORLD_RANK",
+    "MV2_COMM_WORLD_RANK",
+    "SLURM_PROCID",
+)
+
 
 def is_true(value):
     """Return True for 1, true, yes or on, in any case and ignoring spaces.
@@ -41,6 +54,37 @@ def is_true(value):
     [True, True, True, False, False, False, False]
     """
     return value is not None and value.strip().lower() in _TRUE
+
+
+def opted_out(environ):
+    """Return True when PYTHON_POPCONTEST_DISABLE asks to opt out.
+
+    Besides 1/true/yes/on, any value that is not plainly false (0/false/no/off
+    or empty) opts out: someone who set the variable meant to opt out, and
+    privacy must not depend on spelling.  (``popcon_site.activate`` applies the
+    same rule at start-up.)
+
+    >>> [opted_out({"PYTHON_POPCONTEST_DISABLE": v}) for v in ("1", "Yes", "y", "0", "off", "")]
+    [True, True, True, False, False, False]
+    """
+    return environ.get("PYTHON_POPCONTEST_DISABLE", "").strip().lower() not in _FALSE
+
+
+def nonzero_rank(environ):
+    """Return the first MPI/Slurm rank variable naming a rank other than 0, or None.
+
+    Always None with PYTHON_POPCONTEST_ALL_RANKS on.
+
+    >>> nonzero_rank({"SLURM_PROCID": "0"}) is None, nonzero_rank({"PMI_RANK": "3"})
+    (True, 'PMI_RANK')
+    """
+    if is_true(environ.get("PYTHON_POPCONTEST_ALL_RANKS")):
+        return None
+    for name in RANK_VARIABLES:
+        value = environ.get(name)
+        if value is not None and value.strip() not in ("", "0"):
+            return name
+    return None
 
 
 def prefix_problem(prefix):
@@ -116,8 +160,7 @@ def settings_from_environ(environ):
     s.all_ranks = is_true(environ.get("PYTHON_POPCONTEST_ALL_RANKS"))
     s.include_user = is_true(environ.get("PYTHON_POPCONTEST_INCLUDE_USER"))
     s.versions = is_true(environ.get("PYTHON_POPCONTEST_VERSIONS"))
-    # Same rule as the bootstrap: anything but a plainly false value opts out.
-    s.disabled = environ.get("PYTHON_POPCONTEST_DISABLE", "").strip().lower() not in _FALSE
+    s.disabled = opted_out(environ)
 
     host = environ.get("PYTHON_POPCONTEST_STATSD_HOST", "").strip() or DEFAULT_HOST
     if len(host) > 253 or not host.isprintable() or " " in host:

@@ -1,7 +1,7 @@
 """The exit path: new modules -> libraries -> statsd lines -> send.
 
-Imported lazily by the bootstrap's exit handler, and only in processes that
-imported something outside the standard library.  With a warm index it
+Imported lazily by the start-up hook's exit handler, and only in processes
+that imported something after site initialisation.  With a warm index it
 imports nothing beyond ``marshal`` and ``_socket``; in particular not
 ``importlib.metadata``, ``statsd``, ``packaging``, ``json``, ``socket`` or
 ``email``, each of which costs tens of milliseconds.
@@ -10,12 +10,24 @@ imports nothing beyond ``marshal`` and ``_socket``; in particular not
 import os
 
 from popcon_site import config, index, wire
-from popcon_site._bootstrap import debug
 
-__all__ = ["libraries_used", "report"]
+__all__ = ["debug", "libraries_used", "report", "report_at_exit"]
 
 # Never counted: the counter itself.
 _SELF = "popcon-site"
+
+
+def debug(message):
+    """Write one diagnostic line to fd 2, only when PYTHON_POPCONTEST_DEBUG is on.
+
+    fd 2 rather than ``sys.stderr``: at exit ``sys.stderr`` may be closed or
+    replaced by the program, and the line must not depend on that.
+    """
+    if config.is_true(os.environ.get("PYTHON_POPCONTEST_DEBUG")):
+        try:
+            os.write(2, ("popcon-site: %s\n" % message).encode("utf-8", "backslashreplace"))
+        except Exception:
+            pass
 
 
 def libraries_used(module_names, search_path, include_user=False):
@@ -30,13 +42,8 @@ def libraries_used(module_names, search_path, include_user=False):
     return libraries
 
 
-def report(module_names, search_path, environ=None):
-    """Send one process's report, or explain on stderr (debug) why not.
-
-    Raises nothing that the caller has to care about except on programming
-    errors; the bootstrap still guards the call.
-    """
-    environ = os.environ if environ is None else environ
+def report(module_names, search_path, environ):
+    """Send one process's report, or explain on stderr (debug) why not."""
     settings = config.settings_from_environ(environ)
     if settings.problems:
         for problem in settings.problems:
@@ -59,3 +66,31 @@ def report(module_names, search_path, environ=None):
         debug("could not send to %s: %s" % (target, exc))
         return
     debug("sent %d lines in %d datagrams to %s" % (len(lines), len(datagrams), target))
+
+
+def report_at_exit(candidates, baseline_pid, search_path):
+    """The body of the exit handler, given the modules imported after the
+    baseline that are not in the standard library.  Never raises; explains
+    itself under debug."""
+    try:
+        if os.getpid() != baseline_pid:
+            # Forked by C code that skipped the fork hooks: the parent's
+            # baseline does not describe this process.
+            return
+        environ = os.environ
+        if config.opted_out(environ):
+            debug("PYTHON_POPCONTEST_DISABLE is set; nothing sent")
+            return
+        rank = config.nonzero_rank(environ)
+        if rank is not None:
+            debug("%s is not 0 and only rank 0 reports (PYTHON_POPCONTEST_ALL_RANKS=1 changes that)" % rank)
+            return
+        report(candidates, search_path, environ)
+    except BaseException as exc:  # noqa: BLE001 - this runs inside someone else's process
+        if config.is_true(os.environ.get("PYTHON_POPCONTEST_DEBUG")):
+            try:
+                import traceback
+
+                debug("report failed: " + "".join(traceback.format_exception(exc)).rstrip())
+            except BaseException:
+                pass
