@@ -21,6 +21,9 @@ __all__ = ["DEFAULT_MAX_SERIES", "CountStore", "Snapshot", "StoreError", "read_c
 
 SCHEMA_VERSION = "1"
 DEFAULT_MAX_SERIES = 10000
+# How many refused names are remembered so that a name refused again is not
+# counted again; past this, names_dropped over-counts rather than grow memory.
+DROPPED_MEMORY = 10000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -146,7 +149,7 @@ class CountStore:
         try:
             self._lock_file = open(lock_path, "a")
         except OSError as exc:
-            raise StoreError("cannot write %s: %s" % (lock_path, _describe(exc))) from None
+            raise StoreError("cannot store counts in %s: %s" % (self.path, _describe(exc))) from None
         try:
             fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -227,7 +230,7 @@ class CountStore:
                         outcome = OVER_CAP
                         if key not in self._dropped_seen:
                             self.names_dropped += 1
-                            if len(self._dropped_seen) < self.max_series:
+                            if len(self._dropped_seen) < DROPPED_MEMORY:
                                 self._dropped_seen.add(key)
                 lines[outcome] += 1
             self._dirty_totals = True
