@@ -95,7 +95,13 @@ def _at_exit():
         stdlib = getattr(sys, "stdlib_module_names", ())
         builtin = sys.builtin_module_names
         candidates = []
-        for name in sys.modules.copy():  # a copy: daemon threads may still import
+        modules = list(sys.modules.copy())  # a copy: daemon threads may still import
+        # `python -m pkg.mod` runs the module as __main__ without importing it
+        # under its own name; its spec still says which module it is.
+        main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        if main_spec is not None:
+            modules.append(getattr(main_spec, "name", None))
+        for name in modules:
             if type(name) is not str or name in baseline:
                 continue
             top = name.partition(".")[0]
