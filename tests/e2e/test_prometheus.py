@@ -1,0 +1,142 @@
+"""A real Prometheus (Debian's `prometheus` package) scraping `popcon-site collect`.
+
+`report --prometheus` must give the same answer as `report --db`, and the
+shipped scrape config must pass `promtool check config`.  In CI both tools
+are installed by .ci/run; elsewhere the tests skip with the install command.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import require
+from support.processes import Prefix, run_python
+from test_collector_e2e import Collector, popcon_site, stored_report, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+SCRAPE_CONFIG = REPO / "deploy" / "prometheus" / "prometheus.yml"
+INSTALL = "apt-get install prometheus"
+
+
+def tool(name):
+    path = shutil.which(name)
+    if not path:
+        require("%s is not installed (%s)" % (name, INSTALL))
+    return path
+
+
+def free_tcp_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_shipped_scrape_config_passes_promtool():
+    done = subprocess.run([tool("promtool"), "check", "config", str(SCRAPE_CONFIG)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout + done.stderr
+
+
+@pytest.fixture
+def prometheus_for(tmp_path):
+    """Start a Prometheus that scrapes one collector with the shipped config,
+    sped up to a 1 s scrape interval."""
+    procs = []
+
+    def start(collector: Collector) -> str:
+        binary = tool("prometheus")
+        config = yaml.safe_load(SCRAPE_CONFIG.read_text())
+        config["global"]["scrape_interval"] = "1s"
+        job = config["scrape_configs"][0]
+        job["scrape_interval"] = "1s"
+        job["static_configs"][0]["targets"] = ["127.0.0.1:%d" % collector.http_port]
+        config_file = tmp_path / "prometheus.yml"
+        config_file.write_text(yaml.safe_dump(config))
+        port = free_tcp_port()
+        log = open(tmp_path / "prometheus.log", "w")
+        proc = subprocess.Popen(
+            [binary, "--config.file=%s" % config_file, "--storage.tsdb.path=%s" % (tmp_path / "tsdb"),
+             "--web.listen-address=127.0.0.1:%d" % port],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        procs.append((proc, log))
+        return "http://127.0.0.1:%d" % port
+
+    yield start
+    for proc, log in procs:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_report_from_prometheus_agrees_with_the_store(venv, tmp_path, prometheus_for):
+    collector = Collector(tmp_path / "counts.sqlite3", Prefix.unique().name)
+    try:
+        env = {"PYTHON_POPCONTEST_STATSD_HOST": "127.0.0.1", "PYTHON_POPCONTEST_STATSD_PORT": str(collector.udp_port)}
+        jobs = [
+            ({}, "import acme_widgets"),
+            ({}, "import acme_widgets, earlylib"),
+            ({"PYTHON_POPCONTEST_VERSIONS": "1"}, "import acme_widgets, acmens.alpha"),
+            ({}, "import acmens.beta, latelib"),
+        ]
+        for extra, code in jobs:
+            result = run_python(venv.python, ["-c", code], listener=None, prefix=Prefix(collector.prefix),
+                                env={**env, **extra}, cwd=tmp_path)
+            assert result.rc == 0, result
+        from_db = stored_report(collector.db, len(jobs), "--versions")
+        assert from_db["libraries"]["acme-widgets-pro"] == 3
+
+        url = prometheus_for(collector)
+        answers = []
+
+        def scraped():
+            done = popcon_site("report", "--prometheus", url, "--json", "--versions", check=False)
+            if done.returncode != 0:
+                answers.append(done.stderr)
+                return False
+            answers.append(json.loads(done.stdout))
+            return answers[-1]["processes"] == len(jobs)
+
+        # The first scrape lands some seconds after Prometheus starts.
+        wait_until(scraped, "Prometheus to scrape the collector (last answer: %r)" % (answers[-1:],), deadline=60)
+        assert answers[-1] == from_db
+
+        # The same through a label matcher, and as a table.
+        matched = popcon_site("report", "--prometheus", url, "--json", "--match", 'job="popcon-site"').stdout
+        assert json.loads(matched)["libraries"] == from_db["libraries"]
+        table = popcon_site("report", "--prometheus", url).stdout
+        assert table == popcon_site("report", "--db", collector.db).stdout.replace(
+            "from store %s (prefix %s)" % (collector.db, collector.prefix), "from Prometheus %s" % url)
+
+        # A window works too (increase() over it); its numbers depend on when
+        # samples landed, so only its shape is checked.
+        windowed = json.loads(popcon_site("report", "--prometheus", url, "--range", "1h", "--json").stdout)
+        assert set(windowed) == {"processes", "libraries"}
+    finally:
+        collector.kill()
+
+
+def test_report_from_an_unreachable_prometheus_is_a_clean_error():
+    done = popcon_site("report", "--prometheus", "http://127.0.0.1:%d" % free_tcp_port(), check=False)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr and "cannot reach Prometheus" in done.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--range", "30 days"], "is not a duration"),
+    (["--match", "namespace=hub_a"], "is not a label matcher"),
+])
+def test_report_refuses_bad_promql_pieces(args, message):
+    done = popcon_site("report", "--prometheus", "http://127.0.0.1:1", *args, check=False)
+    assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr
