@@ -112,17 +112,15 @@ def _installed_pth():
 
 def activity(environ, flags=sys.flags):
     """``(active, reason)`` for an interpreter started like this one."""
-    from popcon_site import _bootstrap
-
+    if flags.no_site:
+        return False, "site is disabled (-S), so no .pth file runs"
     pth = _installed_pth()
     if pth is None:
         return False, "not installed in this environment: no popcon_site.pth in %s" % (
             ", ".join(_site_dirs()) or "any site-packages directory")
-    if flags.no_site:
-        return False, "site is disabled (-S), so no .pth file runs"
-    if _bootstrap.opted_out(environ):
+    if config.opted_out(environ):
         return False, "opted out: PYTHON_POPCONTEST_DISABLE=%r" % environ.get("PYTHON_POPCONTEST_DISABLE")
-    rank = _bootstrap.nonzero_rank(environ)
+    rank = config.nonzero_rank(environ)
     if rank is not None:
         return False, "%s=%r is not rank 0; only rank 0 reports (PYTHON_POPCONTEST_ALL_RANKS=1 changes that)" % (
             rank, environ.get(rank))

@@ -1,0 +1,95 @@
+"""`popcon-site status`, `index` and `mapping` as installed from the wheel into a venv."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from popcon_site.collector.mapping import mapping_yaml
+from support.processes import clean_environ, run_python
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def status(python, *flags, env=None, listener=None):
+    result = run_python(python, [*flags, "-m", "popcon_site", "status"], listener=listener, prefix=None,
+                        env=env or {})
+    assert result.rc == 0, result
+    assert "Traceback" not in result.stderr
+    return result
+
+
+def test_status_says_active_and_shows_the_effective_settings(venv, listener):
+    result = status(venv.python, listener=listener, env={
+        "PYTHON_POPCONTEST_STATSD_HOST": "127.0.0.1", "PYTHON_POPCONTEST_STATSD_PORT": str(listener.port),
+        "PYTHON_POPCONTEST_STATSD_PREFIX": "python_popcon.hub_a.library_used",
+    })
+    out = result.stdout
+    assert "status:      ACTIVE" in out and "popcon_site.pth" in out
+    assert "prefix:      python_popcon.hub_a.library_used (denominator python_popcon.hub_a.reports)" in out
+    assert "reports go:  statsd over UDP to 127.0.0.1:%d" % listener.port in out
+    assert "index:" in out and "environment" in out
+    # The command is admin tooling: it never reports itself.
+    assert result.datagrams == []
+
+
+def test_status_explains_why_not(venv):
+    cases = [
+        ({"PYTHON_POPCONTEST_DISABLE": "1"}, (), "INACTIVE: opted out"),
+        ({"PYTHON_POPCONTEST_DISABLE": "please"}, (), "INACTIVE: opted out"),
+        ({"SLURM_PROCID": "3"}, (), "INACTIVE: SLURM_PROCID='3' is not rank 0"),
+        ({"PYTHON_POPCONTEST_STATSD_PREFIX": "bad prefix"}, (), "INACTIVE: installed, but sends nothing"),
+        ({"PYTHONPATH": str(venv.site_packages)}, ("-S",), "INACTIVE: site is disabled (-S)"),
+    ]
+    for env, flags, expected in cases:
+        out = status(venv.python, *flags, env=env).stdout
+        assert expected in out, (env, flags, out)
+    dry = status(venv.python, env={"PYTHON_POPCONTEST_DRY_RUN": "1"}).stdout
+    assert "ACTIVE" in dry and "dry run writes the lines to stderr" in dry
+
+
+def test_status_in_an_interpreter_without_popcon_site(tmp_path):
+    env = clean_environ()
+    env["PYTHONPATH"] = str(REPO)
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "popcon_site", "status"], capture_output=True, text=True,
+                          env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "INACTIVE: not installed in this environment" in done.stdout
+
+
+def test_index_writes_the_environment_cache_and_status_sees_it(scratch_venv):
+    before = status(scratch_venv.python).stdout
+    popcon = scratch_venv.root / "bin" / "popcon-site"
+    import subprocess
+
+    env = clean_environ()
+    done = subprocess.run([str(popcon), "index"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    cache = Path(done.stdout.split(" into ")[1].strip())
+    assert cache.is_file() and str(scratch_venv.root) in str(cache)
+    after = status(scratch_venv.python).stdout
+    line = [entry for entry in after.splitlines() if entry.strip().startswith("environment")][0]
+    assert line.endswith(": fresh"), after
+    assert before != after
+
+
+def test_mapping_and_version_from_the_installed_command(venv):
+    import subprocess
+
+    popcon = venv.root / "bin" / "popcon-site"
+    done = subprocess.run([str(popcon), "mapping"], capture_output=True, text=True, env=clean_environ())
+    assert done.returncode == 0 and done.stdout == mapping_yaml()
+    done = subprocess.run([str(popcon), "--version"], capture_output=True, text=True, env=clean_environ())
+    assert done.returncode == 0 and done.stdout.startswith("popcon-site ")
+
+
+def test_collect_without_the_collector_extra_says_what_to_install(venv, tmp_path):
+    import subprocess
+
+    done = subprocess.run([str(venv.root / "bin" / "popcon-site"), "collect", "--db", str(tmp_path / "db"),
+                           "--udp", "127.0.0.1:0", "--http", "127.0.0.1:0"],
+                          capture_output=True, text=True, env=clean_environ())
+    assert done.returncode == 1, done
+    assert "Traceback" not in done.stderr and "popcon-site[collector]" in done.stderr
