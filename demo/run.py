@@ -74,20 +74,28 @@ print("local tool", Point(1))
 """
 
 
+# The temporary directory, printed once in full and then as $DEMO.
+_WORK = None
+
+
+def shown(text):
+    return text.replace(_WORK, "$DEMO") if _WORK else text
+
+
 def step(text):
-    print("==> " + text, flush=True)
+    print("==> " + shown(text), flush=True)
 
 
 def run(cmd, env, cwd, quiet=False):
-    shown = " ".join(str(part) for part in cmd)
+    command_text = " ".join(str(part) for part in cmd)
     done = subprocess.run([str(part) for part in cmd], env=env, cwd=cwd, capture_output=True, text=True,
                           stdin=subprocess.DEVNULL)
     if done.returncode != 0:
         sys.stderr.write(done.stdout + done.stderr)
-        raise SystemExit("demo: %s failed with exit code %d" % (shown, done.returncode))
+        raise SystemExit("demo: %s failed with exit code %d" % (command_text, done.returncode))
     if not quiet:
         for line in done.stdout.splitlines():
-            print("    | " + line)
+            print("    | " + shown(line))
     return done.stdout
 
 
@@ -104,7 +112,10 @@ def main():
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
 
+    global _WORK
     work = Path(tempfile.mkdtemp(prefix="popcon-demo-"))
+    print("working in %s, shown below as $DEMO" % work)
+    _WORK = str(work)
     collector = None
     try:
         base_env = clean_environ()
@@ -129,7 +140,7 @@ def main():
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=base_env,
         )
         start_line = collector.stdout.readline()
-        print("    | " + start_line.rstrip())
+        print("    | " + shown(start_line.rstrip()))
         match = re.search(r"udp 127\.0\.0\.1:(\d+)", start_line)
         if not match:
             collector.wait()
@@ -168,9 +179,7 @@ def main():
         step("popcon-site report --db %s --unused" % db.name)
         print()
         report = run([bin_dir / "popcon-site", "report", "--db", db, "--unused"], setup_env, work, quiet=True)
-        sys.stdout.write(report.replace(str(work), "$DEMO"))
-        print()
-        print("(paths under the temporary directory are shown as $DEMO)")
+        sys.stdout.write(shown(report))
     finally:
         if collector is not None and collector.poll() is None:
             collector.kill()
