@@ -282,19 +282,43 @@ def _under(path, directory):
     return path == directory or path.startswith(directory + os.sep)
 
 
-def private_reason(path):
+def _spellings(path):
+    # One directory has several names: relative, through a symlink, or under
+    # a home directory that is itself a symlink (on clusters /home/u often
+    # points into a parallel filesystem).  Comparing a single spelling let a
+    # user's own installs through, so every check compares all of them.
+    absolute = os.path.abspath(path)
+    real = os.path.realpath(absolute)
+    return (absolute,) if real == absolute else (absolute, real)
+
+
+def _private_places():
+    """(user site spellings, home spellings, environment prefix spellings)."""
+    user_site = getattr(sys.modules.get("site"), "USER_SITE", None)
+    sites = _spellings(user_site) if user_site else ()
+    home = os.path.expanduser("~")
+    homes = ()
+    if home and home != "~":
+        # A home of "/" would make every directory private.
+        homes = tuple(h for h in _spellings(home) if h.rstrip(os.sep))
+    prefixes = tuple(s for p in {sys.prefix, sys.exec_prefix, sys.base_prefix} for s in _spellings(p))
+    return sites, homes, prefixes
+
+
+def private_reason(path, places=None):
     """Why a directory holds a user's own installs, or None.
 
     A user's own installs are those in the user site-packages, and those under
     the home directory outside the environment's prefixes.  Their names can
     be private, so they are not counted unless PYTHON_POPCONTEST_INCLUDE_USER=1.
+    ``places`` is what :func:`_private_places` returns, computed once per search.
     """
-    user_site = getattr(sys.modules.get("site"), "USER_SITE", None)
-    if user_site and _under(path, user_site):
+    sites, homes, prefixes = places or _private_places()
+    paths = _spellings(path)
+    if any(_under(p, s) for p in paths for s in sites):
         return "it is the user site-packages"
-    home = os.path.expanduser("~")
-    if home and home != "~" and home.rstrip(os.sep) and _under(path, home):
-        if not any(_under(path, p) for p in (sys.prefix, sys.exec_prefix, sys.base_prefix)):
+    for p in paths:
+        if any(_under(p, h) for h in homes) and not any(_under(p, x) for x in prefixes):
             return "it is under the home directory, outside the environment"
     return None
 
@@ -303,11 +327,12 @@ def search_dirs(path, include_user=False, debug=None):
     """The directories of ``path`` to index: unique, non-empty, and not a user's
     own unless ``include_user``."""
     dirs = []
+    places = None if include_user else _private_places()
     for entry in path:
         if not entry or type(entry) is not str or entry in dirs:
             continue
         if not include_user:
-            reason = private_reason(entry)
+            reason = private_reason(entry, places)
             if reason:
                 if debug:
                     debug("not counting distributions in %s: %s" % (entry, reason))
