@@ -8,6 +8,7 @@ imports nothing beyond ``marshal`` and ``_socket``; in particular not
 """
 
 import os
+import sys
 
 from popcon_site import config, index, wire
 
@@ -68,6 +69,26 @@ def report(module_names, search_path, environ):
     debug("sent %d lines in %d datagrams to %s" % (len(lines), len(datagrams), target))
 
 
+def _without_script_directory(search_path):
+    """``search_path`` less the directory of the ``__main__`` script.
+
+    The start-up hook drops ``sys.path[0]``, the script's directory, but a
+    script that changes ``sys.path`` before its first import (``sys.path.insert(0,
+    plugins)``) has moved it; a ``*.dist-info`` left in a project checkout
+    would then name the user's own project.  The interpreter puts the script's
+    directory there with symlinks resolved, so both spellings are dropped.
+    """
+    main = sys.modules.get("__main__")
+    # The interpreter deletes __main__.__file__ once the script has run; its
+    # loader still knows the path.
+    script = getattr(getattr(main, "__loader__", None), "path", None) or getattr(main, "__file__", None)
+    # -m runs have a spec, and their sys.path[0] is the cwd, dropped already.
+    if type(script) is not str or getattr(main, "__spec__", None) is not None:
+        return search_path
+    local = {os.path.dirname(os.path.abspath(script)), os.path.dirname(os.path.realpath(script))}
+    return [entry for entry in search_path if type(entry) is not str or os.path.abspath(entry) not in local]
+
+
 def report_at_exit(candidates, baseline_pid, search_path):
     """The body of the exit handler, given the modules imported after the
     baseline that are not in the standard library.  Never raises; explains
@@ -85,7 +106,7 @@ def report_at_exit(candidates, baseline_pid, search_path):
         if rank is not None:
             debug("%s is not 0 and only rank 0 reports (PYTHON_POPCONTEST_ALL_RANKS=1 changes that)" % rank)
             return
-        report(candidates, search_path, environ)
+        report(candidates, _without_script_directory(search_path), environ)
     except BaseException as exc:  # noqa: BLE001 - this runs inside someone else's process
         if config.is_true(os.environ.get("PYTHON_POPCONTEST_DEBUG")):
             try:
