@@ -9,6 +9,7 @@ which pip no longer produces, are written straight into a directory.
 from __future__ import annotations
 
 import base64
+import os
 import hashlib
 import re
 import zipfile
@@ -158,3 +159,46 @@ EGG_MODULES = {
     "oldegg/__init__.py": _module("NAME = 'oldegg'"),
     "oldegg/core.py": _module("X = 2"),
 }
+
+
+def write_broken_distributions(tree: Path) -> None:
+    """Metadata of every odd or broken shape seen in real environments.
+
+    None of them provides an importable module; a scan must skip them all and
+    still find every good distribution beside them.
+    """
+    tree.mkdir(parents=True, exist_ok=True)
+    # A metadata directory with nothing in it.
+    (tree / "empty-1.0.dist-info").mkdir()
+    # RECORD is a directory, METADATA is binary garbage.
+    garbage = tree / "garbage-2.0.dist-info"
+    garbage.mkdir()
+    (garbage / "METADATA").write_bytes(b"\xff\xfe\x00garbage\x00\n\x80")
+    (garbage / "RECORD").mkdir()
+    # RECORD with undecodable bytes and lines of the wrong shape.
+    odd = tree / "oddrecord-1.0.dist-info"
+    odd.mkdir()
+    (odd / "METADATA").write_text("Metadata-Version: 2.1\nName: oddrecord\nVersion: 1.0\n")
+    (odd / "RECORD").write_bytes(b"\x00\xff\n,,,,,\n\"unterminated,quote\n../../../etc/passwd,,\n/abs/path.py,,\n")
+    # Egg-info whose files lie outside the directory (the original package died on this).
+    outside = tree / "Outside-0.1-py3.egg-info"
+    outside.mkdir()
+    (outside / "PKG-INFO").write_text("Metadata-Version: 1.1\nName: Outside\nVersion: 0.1\n")
+    (outside / "installed-files.txt").write_text("../../../../elsewhere/outside/__init__.py\n/abs/outside.py\n")
+    # No RECORD, no top_level.txt, and no module of its name.
+    (tree / "norecord-1.0.dist-info").mkdir()
+    (tree / "norecord-1.0.dist-info" / "METADATA").write_text("Name: norecord\nVersion: 1.0\n")
+    # An egg-info *file*, as distutils wrote them, and a dangling symlink.
+    (tree / "Legacy_File-0.1-py3.egg-info").write_text("Metadata-Version: 1.0\nName: Legacy-File\nVersion: 0.1\n")
+    os.symlink(tree / "nowhere", tree / "dangling-1.0.dist-info")
+    # A dist-info name without a version, and one that is not valid UTF-8.
+    (tree / "noversion.dist-info").mkdir()
+    os.mkdir(os.path.join(os.fsencode(tree), b"bad\xffname-1.0.dist-info"))
+    # top_level.txt naming modules that are not there (a stale install).
+    stale = tree / "stale-1.0.dist-info"
+    stale.mkdir()
+    (stale / "top_level.txt").write_text("stale_missing\n")
+
+
+BROKEN_NAMES = ("empty", "garbage", "oddrecord", "outside", "norecord", "legacy-file", "dangling", "noversion",
+                "stale")
