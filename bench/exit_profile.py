@@ -28,28 +28,37 @@ STEPS = [
     ("import popcon_site.wire", "from popcon_site import wire"),
     ("import popcon_site.index", "from popcon_site import index"),
     ("import popcon_site.reporter", "from popcon_site import reporter"),
-    ("candidates (bootstrap filter)", "cands = _b._third_party_candidates(sys.modules.copy())"),
+    ("candidates (stdlib filter)", "cands = [n for n in sys.modules.copy() if type(n) is str and n not in _p._baseline "
+     "and n.partition('.')[0] not in sys.stdlib_module_names and n.partition('.')[0] not in sys.builtin_module_names "
+     "and n.partition('.')[0] != 'popcon_site' and not n.startswith('__')]"),
+    ("config.opted_out + nonzero_rank", "config.opted_out(os.environ); config.nonzero_rank(os.environ)"),
+    ("reporter._without_script_directory",
+     "sp = getattr(reporter, '_without_script_directory', lambda p: p)(_p._search_path)"),
     ("config.settings_from_environ", "s = config.settings_from_environ(os.environ)"),
-    ("index.search_dirs", "dirs = index.search_dirs(_b._search_path, s.include_user, None)"),
-    ("index.load (warm)", "idx = index.load(dirs)"),
+    ("index.search_dirs", "dirs = index.search_dirs(sp, s.include_user, reporter.debug)"),
+    ("index.load (warm)", "idx = index.load(dirs, reporter.debug)"),
     ("Index.libraries", "libs = idx.libraries(cands); libs.pop('popcon-site', None)"),
     ("wire.report_lines + pack", "dg = wire.pack_datagrams(wire.report_lines(s.prefix, libs, s.versions))"),
     ("wire.send_datagrams", "wire.send_datagrams(s.host, s.port, dg)"),
 ]
 
 
-def script(upto: int, timed: bool) -> str:
+def script(timed: bool, plain: bool = False) -> str:
+    """The same source for every k (sys.argv[1]), so compiling it costs the same;
+    ``plain`` swaps the two popcon-site lines for stand-ins, for the plain venv."""
     names = ", ".join(synthetic.library_names(20))
-    lines = [f"import {names}", "import os, sys, time, atexit", "import popcon_site._bootstrap as _b",
+    lines = [f"import {names}", "import os, sys, time, atexit",
+             "_p = None" if plain else "import popcon_site as _p",
              # the real handler must not report a second time
-             "atexit.unregister(_b._report_at_exit)", "_t = []"]
-    for _, code in STEPS[:upto]:
-        lines.append("_t.append(time.perf_counter_ns())" if timed else "")
-        lines.append(code)
+             "atexit.unregister(print)" if plain else "atexit.unregister(_p._at_exit)", "_t = [time.perf_counter_ns()]", "_k = int(sys.argv[1])"]
+    for k, (_, code) in enumerate(STEPS):
+        lines.append(f"if _k > {k}:")
+        lines.append(f"    {code}")
+        if timed:
+            lines.append("    _t.append(time.perf_counter_ns())")
     if timed:
-        lines.append("_t.append(time.perf_counter_ns())")
         lines.append("print(' '.join(str(b - a) for a, b in zip(_t, _t[1:])))")
-    return "\n".join(line for line in lines if line)
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -65,21 +74,29 @@ def main() -> int:
     listener = harness.Listener()
     home = args.workdir / "home"
     env = harness.measured_env(listener, home)
-    harness.run([python, "-c", script(len(STEPS), False)], env=env)  # warms the index cache
-    counts = [harness.instructions(harness.Config(f"upto {k}", [python, "-c", script(k, False)], env))
+    harness.run([python, "-c", script(False), str(len(STEPS))], env=env)  # warms the index cache
+    counts = [harness.instructions(harness.Config(f"upto {k}", [python, "-c", script(False), str(k)], env))
               for k in range(len(STEPS) + 1)]
+    plain_venvs = sorted((args.workdir / "venvs").glob(f"py{args.target}.*-libs-plain"))
+    plain = None
+    if plain_venvs:
+        plain = harness.instructions(harness.Config(
+            "plain", [str(harness.venv_python(plain_venvs[0])), "-c", script(False, plain=True), "0"], env))
     walls = []
     for _ in range(args.runs):
-        out = harness.run([python, "-c", script(len(STEPS), True)], env=env).stdout.split()
+        out = harness.run([python, "-c", script(True), str(len(STEPS))], env=env).stdout.split()
         walls.append([int(x) for x in out])
     listener.close()
     print(f"exit path of a 20-library process, {venvs[0].name}; instructions include finalisation")
-    print(f"{'step':34} {'+instr':>9} {'wall us':>8}")
+    print(f"{'step':38} {'+instr':>9} {'wall us':>8}")
+    if plain is not None:
+        print(f"{'start-up hook, baseline, fork hook':38} {(counts[0] - plain) / 1e6:+8.3f}M {'':>8}  "
+              "(vs the plain venv, exit handler unregistered)")
     for k, (name, _) in enumerate(STEPS):
         us = statistics.median(w[k] for w in walls) / 1e3
-        print(f"{name:34} {(counts[k + 1] - counts[k]) / 1e6:+8.3f}M {us:8.1f}")
+        print(f"{name:38} {(counts[k + 1] - counts[k]) / 1e6:+8.3f}M {us:8.1f}")
     total_us = statistics.median(sum(w) for w in walls) / 1e3
-    print(f"{'total':34} {(counts[-1] - counts[0]) / 1e6:+8.3f}M {total_us:8.1f}")
+    print(f"{'total of the steps':38} {(counts[-1] - counts[0]) / 1e6:+8.3f}M {total_us:8.1f}")
     return 0
 
 

@@ -23,6 +23,24 @@ ORIGINAL = "popularity-contest==0.4.1"
 # Activation exactly as the original documents it: a .pth that sets up its reporter.
 ORIGINAL_PTH = "import popularity_contest.reporter; popularity_contest.reporter.setup_reporter()\n"
 LIBRARIES = 20
+# The physical floor of any exit reporter: a .pth that imports one tiny module,
+# an atexit handler, and one datagram through _socket; no index, no lookup.
+FLOOR_HOOK = """import atexit, os
+
+
+def _send():
+    import _socket
+
+    port = int(os.environ.get("PYTHON_POPCONTEST_STATSD_PORT", "8125"))
+    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
+        sock.sendto(b"floor.reports:1|c", ("127.0.0.1", port))
+    finally:
+        sock.close()
+
+
+atexit.register(_send)
+"""
 TREE_SIZES = (100, 300, 1000)
 SYNTHETIC_VERSION = "2"  # bump when synthetic.py changes what it writes
 
@@ -140,6 +158,10 @@ def libs_venv(ctx: Context, interp: Interpreter, kind: str) -> Path:
         harness.compile_tree(harness.venv_python(venv), site)
         if kind in ("popcon", "ro-admin", "ro-bare"):
             harness.pip_install(interp, venv, ctx.wheel)
+        elif kind == "floor":
+            (site / "_popcon_floor_hook.py").write_text(FLOOR_HOOK)
+            (site / "popcon_floor.pth").write_text("import _popcon_floor_hook\n")
+            harness.compile_tree(harness.venv_python(venv), site / "_popcon_floor_hook.py")
         elif kind == "original":
             harness.pip_install(interp, venv, ORIGINAL)
             (site / "popularity_contest.pth").write_text(ORIGINAL_PTH)
@@ -209,6 +231,7 @@ def exit_row(ctx: Context) -> list[Line]:
     plain_v = libs_venv(ctx, interp, "plain")
     popcon_v = libs_venv(ctx, interp, "popcon")
     original_v = libs_venv(ctx, interp, "original")
+    floor_v = libs_venv(ctx, interp, "floor")
     env = harness.measured_env(ctx.listener, ctx.home)
     original_env = dict(env, PYTHON_POPCONTEST_STATSD_PREFIX=ctx.listener.prefix)
 
@@ -217,18 +240,20 @@ def exit_row(ctx: Context) -> list[Line]:
     cold = Config("+ popcon-site, cold index", import_argv(popcon_v), env,
                   before=lambda: harness.clear_index_caches(popcon_v, ctx.home))
     original = Config(f"+ {ORIGINAL}", import_argv(original_v), original_env)
+    floor = Config("+ floor: .pth module, atexit, one _socket datagram", import_argv(floor_v), env)
 
     expect_report(ctx, cold, ctx.listener.prefix)
     expect_report(ctx, warm, ctx.listener.prefix)
     expect_report(ctx, original, ctx.listener.prefix)
 
-    for config in (plain, cold, warm, original):
+    for config in (plain, floor, cold, warm, original):
         # warm after cold: the cold run leaves a fresh cache behind
         harness.instructions(config, 1 if config is original else ctx.instr_repeat)
-    harness.interleaved_wall([plain, warm, cold, original], ctx.rounds(100, 20))
+    harness.interleaved_wall([plain, floor, warm, cold, original], ctx.rounds(100, 20))
     row = f"exit, {LIBRARIES} libs {interp.full_version}"
     return [
         compare(row, plain, plain),
+        compare(row, plain, floor, "reference"),
         compare(row, plain, warm, "<=2.5M, <=1 ms",
                 lambda d, x, ms: d is not None and d <= 2.5e6 and ms is not None and ms <= 1.0),
         compare(row, plain, cold, "(info)"),
