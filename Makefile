@@ -29,7 +29,7 @@ test: venv
 	$(PY) -m pytest $(PYTEST_ARGS) tests
 
 bench: venv
-	$(PY) bench/run.py
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 demo: venv
 	$(PY) demo/run.py
