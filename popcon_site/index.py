@@ -13,12 +13,14 @@ removes an entry in that directory, which changes its mtime; a warm check is
 therefore one ``stat`` per directory plus one ``marshal.loads``.
 
 This module is on the exit path of reporting processes.  Its warm path uses
-only ``os``, ``sys`` and ``marshal``; ``re`` is imported only to build.
+only ``os``, ``sys``, ``marshal`` and the builtin ``itertools``; ``re`` is
+imported only to build.
 """
 
 import marshal
 import os
 import sys
+from itertools import chain
 
 __all__ = [
     "Distribution",
@@ -104,12 +106,46 @@ def _compiled_patterns():
     return _patterns
 
 
-def _read_text(path):
+# Larger files are not read: no RECORD or cache comes near it, and a read at
+# exit must stay bounded.
+_READ_LIMIT = 64 << 20
+
+
+def _read_regular(path, limit=_READ_LIMIT):
+    """The bytes of a regular file, or None.
+
+    Everything read on the exit path goes through here.  A FIFO, a device
+    (a symlink to /dev/zero) or a directory in place of a RECORD or a cache
+    file would block the exit forever or read without end, so the file is
+    opened without blocking and read only if fstat says it is regular and
+    not larger than ``limit``.
+    """
     try:
-        with open(path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (OSError, ValueError):
+        return None
+    try:
+        st = os.fstat(fd)
+        if (st.st_mode & 0o170000) != 0o100000 or st.st_size > limit:
+            return None
+        chunks = []
+        remaining = st.st_size
+        while remaining > 0:
+            chunk = os.read(fd, remaining)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks)
     except OSError:
         return None
+    finally:
+        os.close(fd)
+
+
+def _read_text(path):
+    data = _read_regular(path)
+    return None if data is None else data.decode("utf-8", "replace")
 
 
 def _file_list(meta, entry):
@@ -393,11 +429,13 @@ def _read_cache(kind, path):
     """The directory table of a cache file, or None if it is missing or unusable."""
     if kind == "temporary" and not _private_dir_ok(os.path.dirname(path), create=False):
         return None
+    raw = _read_regular(path)
+    if raw is None:
+        return None
     try:
-        with open(path, "rb") as f:
-            data = marshal.loads(f.read())
+        data = marshal.loads(raw)
     except Exception:
-        # Missing, truncated, corrupted or from another Python: rebuild.
+        # Truncated, corrupted or from another Python: rebuild.
         return None
     if type(data) is not tuple or len(data) != 3 or data[0] != FORMAT or data[1] != CACHE_TAG:
         return None
@@ -406,13 +444,35 @@ def _read_cache(kind, path):
 
 
 def _valid_entry(entry):
-    return (
+    # An entry whose mtime matches is trusted until the directory changes,
+    # which may be never: one of the wrong shape (damage, another writer)
+    # would hide the directory's libraries for good.  The checks run in C
+    # (map, set) because they run at every reporting exit.
+    if not (
         type(entry) is tuple
         and len(entry) == 3
         and type(entry[0]) is int
         and type(entry[1]) is dict
         and type(entry[2]) is frozenset
+    ):
+        return False
+    roots = entry[1]
+    if not roots:
+        return True
+    owners = roots.values()
+    return (
+        set(map(type, roots)) == _JUST_STR
+        and set(map(type, owners)) == _JUST_TUPLE
+        and set(map(len, owners)) == _JUST_TWO
+        and set(map(type, chain.from_iterable(owners))) <= _STR_OR_NONE
+        and set(map(type, entry[2])) <= _JUST_STR
     )
+
+
+_JUST_STR = {str}
+_STR_OR_NONE = {str, type(None)}
+_JUST_TUPLE = {tuple}
+_JUST_TWO = {2}
 
 
 def write_cache(kind, path, table):
