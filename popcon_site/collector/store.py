@@ -105,7 +105,7 @@ def read_counts(path):
     """Read the last committed totals of a store file without disturbing the
     collector that may be writing it.  Returns ``(prefix, Snapshot)``."""
     if not os.path.exists(path):
-        raise StoreError("%s does not exist" % (path,))
+        raise StoreError("%s does not exist; is `popcon-site collect --db %s` running, or did it ever run?" % (path, path))
     try:
         conn = _connect(path, readonly=True)
         try:
