@@ -11,6 +11,8 @@ that reports.
 [b'a:1|c\\nb:1|c']
 """
 
+import os
+
 from popcon_site.config import denominator_name
 
 __all__ = ["DATAGRAM_LIMIT", "pack_datagrams", "report_lines", "send_datagrams"]
@@ -100,12 +102,34 @@ def _address(host, port):
     except OSError:
         pass
     # A non-ASCII name raises UnicodeEncodeError here, which the caller handles.
-    infos = _socket.getaddrinfo(host.encode("ascii"), port, 0, _socket.SOCK_DGRAM)
+    infos = _resolve(_socket, host.encode("ascii"), port)
     for family, _, _, _, sockaddr in infos:
         if family == _socket.AF_INET:
             return family, sockaddr
     family, _, _, _, sockaddr = infos[0]
     return family, sockaddr
+
+
+# When a DNS server does not answer, glibc's resolver waits 5 s per try and
+# tries twice, for every name it tries; getaddrinfo takes no timeout, and this
+# runs in the exit of someone else's process, which would hang for 10 s or
+# more.  glibc reads RES_OPTIONS when a thread's resolver state initialises,
+# which for most processes is this very lookup: with these options it gives up
+# after about a second.  Options the user set come after ours, so theirs win.
+_RESOLVER_OPTIONS = "timeout:1 attempts:1"
+
+
+def _resolve(_socket, name, port):
+    environ = os.environ
+    saved = environ.get("RES_OPTIONS")
+    environ["RES_OPTIONS"] = _RESOLVER_OPTIONS if saved is None else _RESOLVER_OPTIONS + " " + saved
+    try:
+        return _socket.getaddrinfo(name, port, 0, _socket.SOCK_DGRAM)
+    finally:
+        if saved is None:
+            del environ["RES_OPTIONS"]
+        else:
+            environ["RES_OPTIONS"] = saved
 
 
 def send_datagrams(host, port, datagrams):
