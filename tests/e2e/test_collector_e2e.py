@@ -545,3 +545,41 @@ def test_start_line_and_loopback_defaults(collector):
     assert str(collector.db) in collector.start_line and collector.prefix in collector.start_line
     help_text = popcon_site("collect", "--help").stdout
     assert "127.0.0.1:8125" in help_text and "127.0.0.1:9102" in help_text
+
+
+def test_ipv6_loopback(tmp_path):
+    """`[::1]:PORT` works where the machine has IPv6 loopback, and is a clean
+    error where it has not."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+        have_ipv6 = True
+    except OSError:
+        have_ipv6 = False
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "popcon_site", "collect", "--udp", "[::1]:0", "--http", "[::1]:0",
+         "--db", str(tmp_path / "v6.sqlite3"), "--prefix", "popconv6"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=cli_environ())
+    try:
+        start_line = proc.stdout.readline()
+        if not have_ipv6:
+            proc.wait(timeout=DEADLINE)
+            assert proc.returncode == 1 and "Traceback" not in proc.stderr.read()
+            return
+        match = re.search(r"udp \[::1\]:(\d+) and http://\[::1\]:(\d+)/metrics", start_line)
+        assert match, start_line + proc.stderr.read()
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sender:
+            sender.sendto(b"popconv6.numpy:1|c\npopconv6_reports:1|c", ("::1", int(match.group(1))))
+
+        def counted():
+            url = "http://[::1]:%s/metrics" % match.group(2)
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return 'python_popcon_library_used_total{library="numpy"} 1.0' in response.read().decode()
+
+        wait_until(counted, "the IPv6 datagram")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=DEADLINE) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
