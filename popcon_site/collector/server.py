@@ -181,6 +181,7 @@ def _drain(sock, store, parser, limit=10000):
         except OSError:
             # ICMP errors surface on some platforms as a failed recv; the
             # datagram they refer to is gone, the socket is fine.
+            received += 1
             continue
         received += 1
         store.add([parse(raw) for raw in data.split(b"\n") if raw])
