@@ -106,7 +106,17 @@ def report_at_exit(candidates, baseline_pid, search_path):
         if rank is not None:
             debug("%s is not 0 and only rank 0 reports (PYTHON_POPCONTEST_ALL_RANKS=1 changes that)" % rank)
             return
-        report(candidates, _without_script_directory(search_path), environ)
+        # By now the program may have emptied or replaced sys.path, or put
+        # objects other than str in it, and the exit path still imports from
+        # the standard library (_socket from lib-dynload, re to index): run it
+        # with the path the process had when site had finished, and give the
+        # program its own back, for the exit handlers that run after ours.
+        program_path = sys.path
+        sys.path = [entry for entry in search_path if type(entry) is str]
+        try:
+            report(candidates, _without_script_directory(search_path), environ)
+        finally:
+            sys.path = program_path
     except BaseException as exc:  # noqa: BLE001 - this runs inside someone else's process
         if config.is_true(os.environ.get("PYTHON_POPCONTEST_DEBUG")):
             try:
