@@ -153,6 +153,8 @@ def _file_list(meta, entry):
     the directory that holds the metadata; None when it lists none."""
     record = _read_text(os.path.join(meta, "RECORD"))
     if record is not None:
+        if record.startswith("/") or "\n/" in record:
+            record = _relative_record(record, os.path.dirname(meta))
         return record
     installed = _read_text(os.path.join(meta, "installed-files.txt"))
     if installed is None:
@@ -166,6 +168,21 @@ def _file_list(meta, entry):
         rel = os.path.normpath(os.path.join(entry, line)).replace(os.sep, "/")
         if not rel.startswith("../"):
             lines.append(rel + ",")
+    return "\n".join(lines)
+
+
+def _relative_record(record, directory):
+    """RECORD with absolute paths inside ``directory`` made relative to it.
+
+    Some installers write absolute paths; a RECORD that lists the
+    distribution's own modules that way would otherwise name no module.
+    """
+    base = directory.rstrip(os.sep) + os.sep
+    lines = []
+    for line in record.splitlines():
+        if line.startswith(base):
+            line = line[len(base):]
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -224,11 +241,19 @@ def _present_modules(listing):
 
 
 def _listing(path):
+    # One entry that cannot be stat'ed (a symlink loop, a file removed
+    # meanwhile, a mount point gone stale) must not hide the others.
+    listing = []
     try:
         with os.scandir(path) as it:
-            return [(entry.name, entry.is_dir()) for entry in it]
+            for entry in it:
+                try:
+                    listing.append((entry.name, entry.is_dir()))
+                except OSError:
+                    continue
     except OSError:
-        return []
+        pass
+    return listing
 
 
 def _read_distribution(path, entry, is_dir, present):
