@@ -95,7 +95,9 @@ def _at_exit():
         stdlib = getattr(sys, "stdlib_module_names", ())
         builtin = sys.builtin_module_names
         candidates = []
-        modules = list(sys.modules.copy())  # a copy: daemon threads may still import
+        # A copy: daemon threads may still import.  A None entry is an import
+        # blocked on purpose, not a module that was imported.
+        modules = [name for name, module in sys.modules.copy().items() if module is not None]
         # `python -m pkg.mod` runs the module as __main__ without importing it
         # under its own name; its spec still says which module it is.
         main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
