@@ -186,14 +186,19 @@ def _relative_record(record, directory):
     return "\n".join(lines)
 
 
-def _roots_from_files(text):
+def _roots_from_files(text, namespaces=frozenset()):
     """Root module names of a file list (RECORD format).
+
+    ``namespaces`` are top-level packages to treat as namespaces although
+    their ``__init__`` is listed (pkgutil or pkg_resources style).
 
     >>> sorted(_roots_from_files("google/protobuf/__init__.py,,\\ngoogle/protobuf/m.py,,\\nsix.py,,"))
     ['google.protobuf', 'six']
+    >>> sorted(_roots_from_files("ns/__init__.py,,\\nns/one/__init__.py,,", {"ns"}))
+    ['ns.one']
     """
     init_re, top_re, first_re, nested_re, _ = _compiled_patterns()
-    init_dirs = {d[:-1] for d in init_re.findall(text) if "__pycache__" not in d}
+    init_dirs = {d[:-1] for d in init_re.findall(text) if "__pycache__" not in d and d[:-1] not in namespaces}
     roots = {d.replace("/", ".") for d in init_dirs if d.rpartition("/")[0] not in init_dirs}
     roots.update(top_re.findall(text))
     covered = {d.partition("/")[0] for d in init_dirs}
@@ -207,10 +212,20 @@ def _roots_from_files(text):
     return roots
 
 
+# What a pkgutil- or pkg_resources-style namespace __init__ calls.  Several
+# distributions install the same tiny __init__ (zope, sphinxcontrib, older
+# google-cloud-*), so the package itself names none of them.
+_NAMESPACE_MARKERS = (b"extend_path", b"declare_namespace")
+
+
 def _is_namespace_dir(path, top):
     directory = os.path.join(path, top)
     if not os.path.isdir(directory):
         return False
+    init = os.path.join(directory, "__init__.py")
+    if os.path.exists(init):
+        head = _read_regular(init, limit=4096) or b""
+        return any(marker in head for marker in _NAMESPACE_MARKERS)
     return not any(os.path.exists(os.path.join(directory, "__init__" + s)) for s in _MODULE_SUFFIXES)
 
 
@@ -272,13 +287,18 @@ def _read_distribution(path, entry, is_dir, present):
             if namespaces:
                 files = _file_list(meta, entry)
                 if files:
-                    deeper = {r for r in _roots_from_files(files) if r.partition(".")[0] in namespaces}
+                    deeper = {r for r in _roots_from_files(files, namespaces) if r.partition(".")[0] in namespaces}
                     if deeper:
                         roots = (roots - namespaces) | deeper
         else:
             files = _file_list(meta, entry)
             if files:
                 roots = _roots_from_files(files)
+                namespaces = {t for t in roots if "." not in t and _is_namespace_dir(path, t)}
+                if namespaces:
+                    deeper = {r for r in _roots_from_files(files, namespaces) if r.partition(".")[0] in namespaces}
+                    if deeper:
+                        roots = (roots - namespaces) | deeper
     code_dirs = _pth_dirs(path, files) if files else []
     if code_dirs:
         # An editable install: its code lives in the directories its .pth
