@@ -52,6 +52,18 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs, {cpu}, {platform.system()} {platform.release()}"
 
 
+def source_revision(source: Path) -> str:
+    """The commit the wheel was built from, with "+changes" for a dirty tree."""
+    try:
+        rev = subprocess.run(["git", "-C", str(source), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown revision"
+    return f"commit {rev}{'+changes' if dirty else ''}"
+
+
 def format_table(lines: list[rows.Line]) -> str:
     cells = [[title for _, title in COLUMNS]]
     cells += [[getattr(line, key) for key, _ in COLUMNS] for line in lines]
@@ -136,7 +148,7 @@ def main(argv=None) -> int:
             log(f"{name} failed:\n{traceback.format_exc()}")
     listener.close()
 
-    print(f"popcon-site benchmarks: {wheel.name}; {machine()}; "
+    print(f"popcon-site benchmarks: {wheel.name} ({source_revision(args.source)}); {machine()}; "
           f"{'quick' if args.quick else 'full'} run of {time.monotonic() - started:.0f} s")
     print("instr: valgrind --tool=callgrind instructions of the whole process (median of "
           f"{ctx.instr_repeat}); wall: median of interleaved runs; + and x: against the first line of each row")
