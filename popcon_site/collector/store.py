@@ -92,6 +92,16 @@ def _uri_path(path):
     return quote(os.path.abspath(path))
 
 
+def _foreign_tables(conn):
+    """The tables of a database that is not a popcon-site store, or []."""
+    tables = [name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    if not tables:
+        return []
+    if "meta" in tables and conn.execute("SELECT 1 FROM meta WHERE key = 'schema'").fetchone():
+        return []
+    return sorted(t for t in tables if t not in ("meta", "library_used", "totals"))
+
+
 def _load(conn):
     libraries = {}
     for library, version, count in conn.execute("SELECT library, version, count FROM library_used"):
@@ -161,6 +171,17 @@ class CountStore:
         try:
             conn = _connect(self.path)
             self._conn = conn
+            foreign = _foreign_tables(conn)
+        except sqlite3.Error as exc:
+            raise StoreError("cannot open %s: %s" % (self.path, _describe(exc))) from None
+        if foreign:
+            # Checked before anything is written: adopting another program's
+            # database would add tables to it and switch it to WAL for good.
+            raise StoreError(
+                "%s is a database of another program (tables %s), not a popcon-site store; give --db a path "
+                "of its own" % (self.path, ", ".join(foreign[:5]))
+            )
+        try:
             conn.execute("PRAGMA journal_mode=WAL")
             # In WAL mode, NORMAL loses nothing when the process dies; only a
             # power cut can lose the last transactions.
