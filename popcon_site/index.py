@@ -316,12 +316,71 @@ def _read_distribution(path, entry, is_dir, present):
     return Distribution(name, version, tuple(sorted(roots)), meta)
 
 
+def _archive_files(path):
+    """The zipimporter of a zip archive and its member names, or (None, ())."""
+    try:
+        import zipimport  # frozen, and loaded at start-up by importlib already
+
+        importer = zipimport.zipimporter(path)
+        # Private, but in every version from 3.8 on; 3.13 reads it lazily.
+        get_files = getattr(importer, "_get_files", None)
+        files = get_files() if get_files is not None else importer._files
+        return importer, [name.replace(os.sep, "/") for name in files]
+    except Exception:
+        return None, ()
+
+
+def _archive_distributions(path):
+    """The distributions inside a zip archive on sys.path: a wheel or a zip
+    put there as is, a zipped egg, a zipapp that bundles its dependencies."""
+    importer, names = _archive_files(path)
+    if importer is None:
+        return []
+
+    def text(member):
+        try:
+            data = importer.get_data(member)
+        except Exception:
+            return None
+        return data.decode("utf-8", "replace") if len(data) <= _READ_LIMIT else None
+
+    listing = {}
+    for name in names:
+        head, sep, _ = name.partition("/")
+        listing[head] = listing.get(head, False) or bool(sep)
+    present = _present_modules(listing.items())
+    metas = [(head, head.rpartition(".")[0]) for head, is_dir in sorted(listing.items())
+             if is_dir and head.endswith((".dist-info", ".egg-info"))]
+    if listing.get("EGG-INFO"):
+        # A zipped egg names itself: Name-1.0-py3.11.egg
+        metas.append(("EGG-INFO", os.path.basename(path).rpartition(".")[0]))
+    found = []
+    for meta, stem in metas:
+        raw_name, _, rest = stem.partition("-")
+        top_level = text(meta + "/top_level.txt")
+        if top_level is not None:
+            roots = {t.strip().replace("/", ".") for t in top_level.splitlines() if t.strip()}
+        else:
+            record = text(meta + "/RECORD")
+            roots = _roots_from_files(record) if record else set()
+        if not roots:
+            guess = raw_name.replace("-", "_").replace(".", "_")
+            roots = {g for g in (guess, guess.lower()) if g in present}
+        roots = {r for r in roots if r.partition(".")[0] in present and r.partition(".")[0] not in _STDLIB}
+        found.append(Distribution(canonical_name(raw_name), rest.partition("-")[0], tuple(sorted(roots)),
+                                  os.path.join(path, meta)))
+    return found
+
+
 def distributions(path):
-    """Every distribution whose metadata is directly in directory ``path``.
+    """Every distribution whose metadata is directly in directory ``path``,
+    or inside ``path`` when it is a zip archive.
 
     A distribution whose metadata cannot be read is listed with no roots; one
     bad distribution never hides the others.
     """
+    if os.path.isfile(path):
+        return _archive_distributions(path)
     listing = _listing(path)
     present = _present_modules(listing)
     found = []
@@ -554,7 +613,8 @@ def _directory_mtimes(dirs):
             st = os.stat(directory)
         except (OSError, ValueError):
             continue
-        if (st.st_mode & 0o170000) == 0o040000:
+        # Directories, and regular files: zip archives that Python imports from.
+        if (st.st_mode & 0o170000) in (0o040000, 0o100000):
             mtimes[directory] = st.st_mtime_ns
     return mtimes
 
