@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -40,10 +41,15 @@ def system_site_venv(interp, shared_dir, core_wheel, synthetic_wheels) -> envs.V
     return envs.Venv.from_json((built / "venv.json").read_text())
 
 
-@pytest.fixture
-def world(system_site_venv, synthetic_wheels, tmp_path) -> privacy.UserWorld:
-    userlib_wheel = d.build_wheel(privacy.USERLIB, tmp_path / "wheels")
-    return privacy.make_user_world(tmp_path, system_site_venv, synthetic_wheels, userlib_wheel)
+@pytest.fixture(scope="session")
+def world(interp, system_site_venv, synthetic_wheels, shared_dir) -> privacy.UserWorld:
+    """The user's home, projects, trees and secrets; built once per interpreter, never changed by a test."""
+    def build(target):
+        userlib_wheel = d.build_wheel(privacy.USERLIB, target / "wheels")
+        made = privacy.make_user_world(target, system_site_venv, synthetic_wheels, userlib_wheel)
+        (target / "world.json").write_text(made.to_json())
+    built = build_once(shared_dir, f"privacy-world-{interp.id}", build)
+    return privacy.UserWorld.from_json((built / "world.json").read_text())
 
 
 def battery(world: privacy.UserWorld) -> list[tuple[str, Path, list[str], dict, frozenset[str]]]:
@@ -53,8 +59,11 @@ def battery(world: privacy.UserWorld) -> list[tuple[str, Path, list[str], dict, 
     relative_home_tree = os.path.relpath(world.home_tree, world.project)
     # The home tree again, through a symlink that lies outside the home directory.
     alias = world.home.parent.parent / "data-alias"
-    if not alias.exists():
-        alias.symlink_to(world.home)
+    if not alias.is_symlink():
+        try:
+            alias.symlink_to(world.home)
+        except FileExistsError:  # another worker made it
+            pass
     aliased_tree = alias / world.home_tree.relative_to(world.home)
     local_only = f"import {privacy.LOCAL_MODULE}, {privacy.LOCAL_PACKAGE}.ledger; print('local only')"
     runtime_paths = (
@@ -94,12 +103,16 @@ def run_case(python, args, env, cwd, listener, prefix, expect):
     if stdin is None:
         return run_python(python, args, listener=listener, prefix=prefix, env=env, cwd=cwd, expect=expect)
     # `python -` reads the program from stdin, which run_python closes.
-    script = cwd / ".stdin-program"
-    script.write_text(stdin)
-    env = {**env, "ACME_STDIN_PROGRAM": str(script)}
-    shell = "exec \"$0\" \"$@\" < \"$ACME_STDIN_PROGRAM\""
-    return run_python("/bin/sh", ["-c", shell, str(python), *args], listener=listener, prefix=prefix, env=env,
-                      cwd=cwd, expect=expect)
+    fd, script = tempfile.mkstemp(suffix=".stdin")
+    with os.fdopen(fd, "w") as out:
+        out.write(stdin)
+    try:
+        env = {**env, "ACME_STDIN_PROGRAM": script}
+        shell = "exec \"$0\" \"$@\" < \"$ACME_STDIN_PROGRAM\""
+        return run_python("/bin/sh", ["-c", shell, str(python), *args], listener=listener, prefix=prefix, env=env,
+                          cwd=cwd, expect=expect)
+    finally:
+        os.unlink(script)
 
 
 def test_nothing_private_leaves_a_process(system_site_venv, world, listener, prefix):
@@ -178,3 +191,17 @@ def test_debug_output_goes_only_to_stderr_and_only_when_asked(system_site_venv, 
     debug = [line for line in result.stderr.splitlines() if line != "args 1"]
     assert debug and all(line.startswith("popcon-site: ") for line in debug), result.stderr
     assert result.stdout.startswith("main ")
+
+
+@pytest.mark.parametrize("value", ["1", "true", "YES", "on", "please"])
+def test_a_program_can_opt_itself_out_before_exit(system_site_venv, world, listener, prefix, value):
+    code = f"import os, acme_widgets, hpctool\nos.environ['PYTHON_POPCONTEST_DISABLE'] = {value!r}\nprint('done')"
+    result = run_python(system_site_venv.python, ["-c", code], listener=listener, prefix=prefix,
+                        env=world.environ(), cwd=world.project)
+    assert (result.rc, result.stdout, result.stderr, result.datagrams) == (0, "done\n", "", []), result
+
+
+def test_opting_out_in_the_environment_sends_nothing(system_site_venv, world, listener, prefix):
+    result = run_python(system_site_venv.python, [str(world.script), *world.secret_argv], listener=listener,
+                        prefix=prefix, env=world.environ(PYTHON_POPCONTEST_DISABLE="1"), cwd=world.project)
+    assert result.rc == 0 and result.datagrams == [], result

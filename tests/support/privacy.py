@@ -7,6 +7,7 @@ None of these strings may ever appear in a datagram.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import socket
@@ -82,6 +83,15 @@ class UserWorld:
         }
         env.update(extra)
         return env
+
+    def to_json(self) -> str:
+        data = {k: str(v) for k, v in vars(self).items() if isinstance(v, Path)}
+        return json.dumps({**data, "secret_env": self.secret_env, "secret_argv": self.secret_argv})
+
+    @classmethod
+    def from_json(cls, text: str) -> "UserWorld":
+        data = json.loads(text)
+        return cls(**{k: v if k.startswith("secret_") else Path(v) for k, v in data.items()})
 
     def forbidden(self) -> list[str]:
         """Strings that must never leave a process: paths, names, secrets."""
