@@ -241,6 +241,24 @@ def _pth_dirs(path, text):
     return dirs
 
 
+def _editable_mapping(path, text):
+    """Top-level names that a setuptools editable finder maps to code elsewhere.
+
+    ``pip install -e`` through setuptools (PEP 660, flat layouts) installs
+    ``__editable___<dist>_finder.py`` whose ``MAPPING`` names each top-level
+    package and the directory it really lives in; nothing of it is in ``path``.
+    """
+    import re
+
+    names = set()
+    for finder in re.findall(r"^(__editable___\w+_finder\.py)(?=,|$)", text, re.M):
+        source = _read_text(os.path.join(path, finder)) or ""
+        for line in source.splitlines():
+            if line.startswith("MAPPING"):
+                names.update(n for n in re.findall(r"""['"]([\w.]+)['"]\s*:""", line) if n.isidentifier())
+    return names
+
+
 def _present_modules(listing):
     """Top-level module names that exist in a directory listing."""
     present = set()
@@ -299,17 +317,27 @@ def _read_distribution(path, entry, is_dir, present):
                     deeper = {r for r in _roots_from_files(files, namespaces) if r.partition(".")[0] in namespaces}
                     if deeper:
                         roots = (roots - namespaces) | deeper
+    if files is None and not present.issuperset(r.partition(".")[0] for r in roots):
+        # top_level.txt names modules that are not here: perhaps an editable
+        # install, whose file list says where its code is.
+        files = _file_list(meta, entry)
     code_dirs = _pth_dirs(path, files) if files else []
-    if code_dirs:
+    mapped = _editable_mapping(path, files) if files and "__editable__" in files else set()
+    elsewhere = set()
+    for directory in code_dirs:
         # An editable install: its code lives in the directories its .pth
-        # adds, so presence is checked there.
-        for directory in code_dirs:
-            present = present | _present_modules(_listing(directory))
+        # adds (hatchling, setuptools src layouts), so presence is checked there.
+        elsewhere |= _present_modules(_listing(directory))
+    present = present | elsewhere | mapped
     if not roots:
         # No usable file list (a bare PKG-INFO egg-info, a hatchling editable):
         # the import name is most often the distribution name.
         guess = raw_name.replace("-", "_").replace(".", "_")
         roots = {g for g in (guess, guess.lower()) if g in present}
+    if not roots:
+        # An editable install whose import name differs from its name: what
+        # its finder maps, or what the directories it added hold, is its code.
+        roots = mapped or elsewhere
     # A stale top_level.txt or a RECORD naming files elsewhere must not claim
     # names that do not exist here, such as a user's local `tests` package.
     roots = {r for r in roots if r.partition(".")[0] in present and r.partition(".")[0] not in _STDLIB}
