@@ -10,7 +10,7 @@ PYTEST_ARGS ?= -n 2
 define find_python
 for v in 3.13 3.12 3.11 3.10; do \
   for p in $$(pyenv root 2>/dev/null)/versions/$$v*/bin/python$$v $$(command -v python$$v); do \
-    if [ -x "$$p" ] && "$$p" -c 'import venv' >/dev/null 2>&1; then echo "$$p"; exit 0; fi; \
+    if [ -x "$$p" ] && "$$p" -c 'import venv, ensurepip' >/dev/null 2>&1; then echo "$$p"; exit 0; fi; \
   done; \
 done; echo python3
 endef

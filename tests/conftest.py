@@ -134,6 +134,17 @@ def hooked_venv(interp, shared_dir, core_wheel, synthetic_wheels) -> envs.Venv:
                         _venv_wheels(core_wheel, synthetic_wheels), customise=[envs.add_startup_hooks])
 
 
+@pytest.fixture(scope="session")
+def readonly_venv(interp, shared_dir, core_wheel, synthetic_wheels) -> envs.Venv:
+    """Like ``venv``, but nothing can be created inside it after installation.
+
+    A regular file stands where ``<prefix>/var`` would be, which stops root
+    too, so the exit path has to cache its index elsewhere.
+    """
+    return _shared_venv(shared_dir, f"readonly-venv-{interp.id}", interp,
+                        _venv_wheels(core_wheel, synthetic_wheels), customise=[envs.block_prefix_var])
+
+
 @pytest.fixture
 def scratch_venv(interp, tmp_path, core_wheel, synthetic_wheels) -> envs.Venv:
     """A fresh venv of ``interp`` for one test, which may change it freely."""

@@ -79,3 +79,8 @@ def add_startup_hooks(venv: Venv) -> None:
 def pip_target(venv: Venv, target: Path, wheels: list[Path]) -> None:
     """Install wheels into a plain directory, as an HPC module tree or a home-dir install would be."""
     venv.pip("install", "--quiet", "--no-index", "--no-deps", "--target", str(target), *map(str, wheels))
+
+
+def block_prefix_var(venv: Venv) -> None:
+    """Make ``<prefix>/var`` uncreatable, whoever runs the process (root included)."""
+    (venv.root / "var").write_text("a file where a directory would be\n")
