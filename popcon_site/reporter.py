@@ -106,13 +106,17 @@ def report_at_exit(candidates, baseline_pid, search_path):
         if rank is not None:
             debug("%s is not 0 and only rank 0 reports (PYTHON_POPCONTEST_ALL_RANKS=1 changes that)" % rank)
             return
-        # By now the program may have emptied or replaced sys.path, or put
-        # objects other than str in it, and the exit path still imports from
-        # the standard library (_socket from lib-dynload, re to index): run it
-        # with the path the process had when site had finished, and give the
-        # program its own back, for the exit handlers that run after ours.
+        # By now the program may have emptied or replaced sys.path, and the
+        # exit path still imports from the standard library (_socket from
+        # lib-dynload, re to index): the directories the process had when site
+        # had finished are appended for as long as the report runs.  Appended,
+        # not substituted: daemon threads may still be importing from the
+        # program's own entries meanwhile.
         program_path = sys.path
-        sys.path = [entry for entry in search_path if type(entry) is str]
+        current = program_path if type(program_path) is list else []
+        missing = [entry for entry in search_path if type(entry) is str and entry not in current]
+        if missing:
+            sys.path = current + missing
         try:
             report(candidates, _without_script_directory(search_path), environ)
         finally:
