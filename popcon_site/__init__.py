@@ -28,6 +28,13 @@ _baseline_pid = 0
 _search_path = ()  # sys.path once site had finished, less the script's directory
 _startup_path = ()  # sys.path while site runs: the script's directory is not in it yet
 _finder = None  # the one-shot meta-path finder while it is installed
+# The import machinery as it was once site had finished.  By exit the program
+# may have replaced builtins.__import__ (an import logger that prints, a
+# sandbox that refuses) or emptied sys.meta_path / sys.path_hooks; the
+# report's own imports must neither show in its output nor fail because of it.
+_import = __import__
+_meta_path = ()
+_path_hooks = ()
 
 
 def _site_initializing():
@@ -38,8 +45,10 @@ def _site_initializing():
 
 
 def _take_baseline():
-    global _baseline, _baseline_pid, _search_path
+    global _baseline, _baseline_pid, _search_path, _meta_path, _path_hooks
     _baseline = set(sys.modules)
+    _meta_path = tuple(sys.meta_path)
+    _path_hooks = tuple(sys.path_hooks)
     _baseline_pid = os.getpid()
     path = sys.path
     # The interpreter puts the script's directory (or the cwd) at sys.path[0]
@@ -111,11 +120,25 @@ def _at_exit():
                 continue
             candidates.append(name)
         if candidates:
-            from popcon_site import reporter
-
-            reporter.report_at_exit(candidates, _baseline_pid, _search_path)
+            _report_with_own_imports(candidates)
     except BaseException:  # noqa: BLE001, S110 - inside someone else's process, at exit
         pass
+
+
+def _report_with_own_imports(candidates):
+    builtins = sys.modules["builtins"]
+    program = builtins.__import__, sys.meta_path, sys.path_hooks
+    builtins.__import__ = _import
+    # Finders the program added (an import logger) stay; only machinery it
+    # took away is put back, for as long as the report runs.
+    if not all(f in program[1] for f in _meta_path) or not all(h in program[2] for h in _path_hooks):
+        sys.meta_path, sys.path_hooks = list(_meta_path), list(_path_hooks)
+    try:
+        from popcon_site import reporter
+
+        reporter.report_at_exit(candidates, _baseline_pid, _search_path)
+    finally:
+        builtins.__import__, sys.meta_path, sys.path_hooks = program
 
 
 def activate():
