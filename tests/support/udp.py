@@ -19,7 +19,7 @@ class UdpListener:
         self.sock.bind(("127.0.0.1", 0))
         self.host, self.port = self.sock.getsockname()
 
-    def collect(self, expect: int = 0, settle: float = 0.3, deadline: float = 10.0) -> list[bytes]:
+    def collect(self, expect: int = 0, settle: float = 0.3, deadline: float = 5.0) -> list[bytes]:
         """Return the datagrams received so far.
 
         Waits until at least ``expect`` datagrams have arrived (at most
