@@ -8,37 +8,55 @@ top-level name, so the deepest owner wins.
 
 Each directory on ``sys.path`` is indexed on its own, from the
 ``*.dist-info`` and ``*.egg-info`` entries in it, and cached with the
-directory's ``st_mtime_ns``.  Installing or removing a distribution adds or
-removes an entry in that directory, which changes its mtime; a warm check is
-therefore one ``stat`` per directory plus one ``marshal.loads``.
-
-This module is on the exit path of reporting processes.  Its warm path uses
-only ``os``, ``sys``, ``marshal`` and the builtin ``itertools``; ``re`` is
-imported only to build.
+directory's ``st_mtime_ns`` (see :mod:`popcon_site.lookup`, the half that
+runs at every reporting exit).  This module is the other half, building
+entries; the exit path imports it only when a directory changed.
 """
 
 import marshal
 import os
 import sys
-from itertools import chain
+
+# The warm half (the cache, the lookup, which directories count) lives in
+# popcon_site.lookup, so that the exit path never loads this module unless a
+# directory changed.  Its public names are re-exported here for the CLI.
+from popcon_site import lookup
+from popcon_site.lookup import (
+    CACHE_TAG,
+    FORMAT,
+    SHARDS,
+    Index,
+    cache_locations,
+    directory_mtimes,
+    load,
+    private_dir_ok,
+    private_reason,
+    read_cache,
+    read_regular,
+    search_dirs,
+    shard_of,
+    valid_entry,
+)
 
 __all__ = [
+    "CACHE_TAG",
+    "FORMAT",
     "Distribution",
     "Index",
     "cache_locations",
     "cache_state",
     "canonical_name",
+    "count_roots",
     "distributions",
+    "entry_for",
     "load",
     "private_reason",
+    "save",
     "scan_directory",
     "search_dirs",
     "write_cache",
 ]
 
-# Bump when the layout of a cache entry changes; older files are then ignored.
-FORMAT = 1
-CACHE_TAG = sys.implementation.cache_tag or "python"
 # A cache file keeps the directories of the processes that used it, such as
 # several PYTHONPATH module trees; this bounds its size.
 MAX_CACHED_DIRS = 64
@@ -96,45 +114,8 @@ def _pth_files(text):
     return _pth_pattern.findall(text)
 
 
-# Larger files are not read: no RECORD or cache comes near it, and a read at
-# exit must stay bounded.
-_READ_LIMIT = 64 << 20
-
-
-def _read_regular(path, limit=_READ_LIMIT):
-    """The bytes of a regular file, or None.
-
-    Everything read on the exit path goes through here.  A FIFO, a device
-    (a symlink to /dev/zero) or a directory in place of a RECORD or a cache
-    file would block the exit forever or read without end, so the file is
-    opened without blocking and read only if fstat says it is regular and
-    not larger than ``limit``.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except (OSError, ValueError):
-        return None
-    try:
-        st = os.fstat(fd)
-        if (st.st_mode & 0o170000) != 0o100000 or st.st_size > limit:
-            return None
-        chunks = []
-        remaining = st.st_size
-        while remaining > 0:
-            chunk = os.read(fd, remaining)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        return b"".join(chunks)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
 def _read_text(path):
-    data = _read_regular(path)
+    data = read_regular(path)
     return None if data is None else data.decode("utf-8", "replace")
 
 
@@ -264,7 +245,7 @@ def _is_namespace_dir(path, top):
         return False
     init = os.path.join(directory, "__init__.py")
     if os.path.exists(init):
-        head = _read_regular(init, limit=4096) or b""
+        head = read_regular(init, limit=4096) or b""
         return any(marker in head for marker in _NAMESPACE_MARKERS)
     return not any(os.path.exists(os.path.join(directory, "__init__" + s)) for s in _MODULE_SUFFIXES)
 
@@ -411,7 +392,7 @@ def _archive_distributions(path):
             data = importer.get_data(member)
         except Exception:
             return None
-        return data.decode("utf-8", "replace") if len(data) <= _READ_LIMIT else None
+        return data.decode("utf-8", "replace") if len(data) <= lookup.READ_LIMIT else None
 
     listing = {}
     for name in names:
@@ -477,175 +458,23 @@ def scan_directory(path):
     return roots
 
 
-def _entry_for(path, mtime_ns):
+def entry_for(path, mtime_ns):
+    """A directory's cache entry: (mtime_ns, deep top-level names, shards).
+
+    Each shard is the marshalled dict {root: (name, version)} of the roots
+    whose :func:`~popcon_site.lookup.shard_of` is its position.
+    """
     roots = scan_directory(path)
     deep = frozenset(r.partition(".")[0] for r in roots if "." in r)
-    return (mtime_ns, roots, deep)
+    shards = [{} for _ in range(SHARDS)]
+    for root, owner in roots.items():
+        shards[shard_of(root)][root] = owner
+    return (mtime_ns, deep, tuple(marshal.dumps(shard) for shard in shards))
 
 
-# --- which directories ------------------------------------------------------
-
-
-def _under(path, directory):
-    directory = directory.rstrip(os.sep)
-    return path == directory or path.startswith(directory + os.sep)
-
-
-def _spellings(path):
-    # One directory has several names: relative, through a symlink, or under
-    # a home directory that is itself a symlink (on clusters /home/u often
-    # points into a parallel filesystem).  Comparing a single spelling let a
-    # user's own installs through, so every check compares all of them.
-    absolute = os.path.abspath(path)
-    real = os.path.realpath(absolute)
-    return (absolute,) if real == absolute else (absolute, real)
-
-
-def _private_places():
-    """(user site spellings, home spellings, environment prefix spellings)."""
-    user_site = getattr(sys.modules.get("site"), "USER_SITE", None)
-    sites = _spellings(user_site) if user_site else ()
-    home = os.path.expanduser("~")
-    homes = ()
-    if home and home != "~":
-        # A home of "/" would make every directory private.
-        homes = tuple(h for h in _spellings(home) if h.rstrip(os.sep))
-    prefixes = tuple(s for p in {sys.prefix, sys.exec_prefix, sys.base_prefix} for s in _spellings(p))
-    return sites, homes, prefixes
-
-
-def private_reason(path, places=None):
-    """Why a directory holds a user's own installs, or None.
-
-    A user's own installs are those in the user site-packages, and those under
-    the home directory outside the environment's prefixes.  Their names can
-    be private, so they are not counted unless PYTHON_POPCONTEST_INCLUDE_USER=1.
-    ``places`` is what :func:`_private_places` returns, computed once per search.
-    """
-    sites, homes, prefixes = places or _private_places()
-    paths = _spellings(path)
-    if any(_under(p, s) for p in paths for s in sites):
-        return "it is the user site-packages"
-    for p in paths:
-        if any(_under(p, h) for h in homes) and not any(_under(p, x) for x in prefixes):
-            return "it is under the home directory, outside the environment"
-    return None
-
-
-def search_dirs(path, include_user=False, debug=None):
-    """The directories of ``path`` to index: unique, non-empty, and not a user's
-    own unless ``include_user``."""
-    dirs = []
-    places = None if include_user else _private_places()
-    for entry in path:
-        if not entry or type(entry) is not str or entry in dirs:
-            continue
-        if not include_user:
-            reason = private_reason(entry, places)
-            if reason:
-                if debug:
-                    debug("not counting distributions in %s: %s" % (entry, reason))
-                continue
-        dirs.append(entry)
-    return dirs
-
-
-# --- caching ----------------------------------------------------------------
-
-
-def _fnv1a(text):
-    h = 0xCBF29CE484222325
-    for byte in text.encode("utf-8", "surrogateescape"):
-        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return "%016x" % h
-
-
-def cache_locations():
-    """Candidate cache files, most shared first, as (kind, path) pairs.
-
-    * ``environment``: inside ``sys.prefix``, shared by every user; written by
-      ``popcon-site index`` or by any process that may write there;
-    * ``user``: the user's cache directory, for read-only environments;
-    * ``temporary``: a private per-user directory under $TMPDIR, for users
-      without a writable home.
-    """
-    name = "index-%s.marshal" % CACHE_TAG
-    yield "environment", os.path.join(sys.prefix, "var", "cache", "popcon-site", name)
-    per_env = "index-%s-%s.marshal" % (CACHE_TAG, _fnv1a(sys.prefix))
-    base = os.environ.get("XDG_CACHE_HOME", "")
-    if not os.path.isabs(base):
-        home = os.path.expanduser("~")
-        base = os.path.join(home, ".cache") if os.path.isabs(home) else ""
-    if base:
-        yield "user", os.path.join(base, "popcon-site", per_env)
-    tmp = os.environ.get("TMPDIR", "")
-    if not os.path.isabs(tmp):
-        tmp = "/tmp"
-    yield "temporary", os.path.join(tmp, "popcon-site-%d" % os.getuid(), per_env)
-
-
-def _private_dir_ok(directory, create):
-    """A shared temporary directory is used only if it is ours and closed to others."""
-    try:
-        if create:
-            try:
-                os.mkdir(directory, 0o700)
-            except FileExistsError:
-                pass
-        st = os.lstat(directory)
-    except OSError:
-        return False
-    return (st.st_mode & 0o170000) == 0o040000 and st.st_uid == os.getuid() and not st.st_mode & 0o077
-
-
-def _read_cache(kind, path):
-    """The directory table of a cache file, or None if it is missing or unusable."""
-    if kind == "temporary" and not _private_dir_ok(os.path.dirname(path), create=False):
-        return None
-    raw = _read_regular(path)
-    if raw is None:
-        return None
-    try:
-        data = marshal.loads(raw)
-    except Exception:
-        # Truncated, corrupted or from another Python: rebuild.
-        return None
-    if type(data) is not tuple or len(data) != 3 or data[0] != FORMAT or data[1] != CACHE_TAG:
-        return None
-    table = data[2]
-    return table if type(table) is dict else None
-
-
-def _valid_entry(entry):
-    # An entry whose mtime matches is trusted until the directory changes,
-    # which may be never: one of the wrong shape (damage, another writer)
-    # would hide the directory's libraries for good.  The checks run in C
-    # (map, set) because they run at every reporting exit.
-    if not (
-        type(entry) is tuple
-        and len(entry) == 3
-        and type(entry[0]) is int
-        and type(entry[1]) is dict
-        and type(entry[2]) is frozenset
-    ):
-        return False
-    roots = entry[1]
-    if not roots:
-        return True
-    owners = roots.values()
-    return (
-        set(map(type, roots)) == _JUST_STR
-        and set(map(type, owners)) == _JUST_TUPLE
-        and set(map(len, owners)) == _JUST_TWO
-        and set(map(type, chain.from_iterable(owners))) <= _STR_OR_NONE
-        and set(map(type, entry[2])) <= _JUST_STR
-    )
-
-
-_JUST_STR = {str}
-_STR_OR_NONE = {str, type(None)}
-_JUST_TUPLE = {tuple}
-_JUST_TWO = {2}
+def count_roots(entry):
+    """How many root module names a cache entry holds."""
+    return sum(len(marshal.loads(shard)) for shard in entry[2])
 
 
 def write_cache(kind, path, table):
@@ -654,7 +483,7 @@ def write_cache(kind, path, table):
     directory = os.path.dirname(path)
     if kind == "temporary":
         os.makedirs(os.path.dirname(directory), exist_ok=True)
-        if not _private_dir_ok(directory, create=True):
+        if not private_dir_ok(directory, create=True):
             raise PermissionError("%s is not a private directory of this user" % directory)
     else:
         os.makedirs(directory, exist_ok=True)
@@ -675,50 +504,10 @@ def write_cache(kind, path, table):
         raise
 
 
-def _directory_mtimes(dirs):
-    mtimes = {}
-    for directory in dirs:
-        try:
-            st = os.stat(directory)
-        except (OSError, ValueError):
-            continue
-        # Directories, and regular files: zip archives that Python imports from.
-        if (st.st_mode & 0o170000) in (0o040000, 0o100000):
-            mtimes[directory] = st.st_mtime_ns
-    return mtimes
-
-
-def load(dirs, debug=None):
-    """Return the Index of ``dirs``, from the cache where it is fresh.
-
-    Directories whose cached mtime differs are re-indexed, and the result is
-    written to the first cache location that accepts it.
-    """
-    mtimes = _directory_mtimes(dirs)
-    tables = {}
-    read = []
-    if mtimes:
-        for kind, path in cache_locations():
-            table = _read_cache(kind, path)
-            read.append((kind, path, table))
-            if table:
-                for directory, mtime in mtimes.items():
-                    entry = table.get(directory)
-                    if directory not in tables and _valid_entry(entry) and entry[0] == mtime:
-                        tables[directory] = entry
-            if len(tables) == len(mtimes):
-                break
-    stale = [d for d in mtimes if d not in tables]
-    if stale:
-        for directory in stale:
-            tables[directory] = _entry_for(directory, mtimes[directory])
-        if debug:
-            debug("indexed %d directories: %s" % (len(stale), ", ".join(stale)))
-        _save(tables, read, debug)
-    return Index([(d, tables[d][1], tables[d][2]) for d in mtimes])
-
-
-def _save(tables, read, debug):
+def save(tables, read, debug=None):
+    """Write ``tables`` (directory -> entry) to the first cache location that
+    accepts it, keeping other directories that file already held.  ``read`` is
+    the (kind, path, table) of each location as :func:`load` read it."""
     previous = {path: table for _, path, table in read}
     for kind, path in cache_locations():
         merged = dict(tables)
@@ -746,11 +535,11 @@ def cache_state(dirs):
     Returns a list of dicts with kind, path, exists, fresh (directories whose
     cached entry is current) and stale (the others).
     """
-    mtimes = _directory_mtimes(dirs)
+    mtimes = directory_mtimes(dirs)
     state = []
     for kind, path in cache_locations():
-        table = _read_cache(kind, path) or {}
-        fresh = [d for d, m in mtimes.items() if _valid_entry(table.get(d)) and table[d][0] == m]
+        table = read_cache(kind, path) or {}
+        fresh = [d for d, m in mtimes.items() if valid_entry(table.get(d)) and table[d][0] == m]
         state.append(
             {
                 "kind": kind,
@@ -761,54 +550,3 @@ def cache_state(dirs):
             }
         )
     return state
-
-
-# --- looking up ---------------------------------------------------------------
-
-
-class Index:
-    """Root tables of several directories, searched in ``sys.path`` order."""
-
-    __slots__ = ("_tables", "_deep")
-
-    def __init__(self, tables):
-        self._tables = tables
-        deep = set()
-        for _, _, d in tables:
-            deep.update(d)
-        self._deep = deep
-
-    def owner(self, module):
-        """Return (canonical name, version) of the distribution that owns a module,
-        or None.  The deepest owner wins: ``google.protobuf.message`` is
-        looked up as ``google.protobuf.message``, ``google.protobuf`` and
-        ``google``, in that order."""
-        top = module.partition(".")[0]
-        if top in self._deep:
-            parts = module.split(".")
-            keys = [".".join(parts[:i]) for i in range(len(parts), 0, -1)]
-        else:
-            keys = (top,)
-        for key in keys:
-            for _, roots, _ in self._tables:
-                hit = roots.get(key)
-                if type(hit) is tuple and len(hit) == 2:
-                    return hit
-        return None
-
-    def libraries(self, modules):
-        """Map the canonical name of every distribution owning one of ``modules``
-        to its version; each distribution appears once."""
-        found = {}
-        seen = set()
-        deep = self._deep
-        for module in modules:
-            top = module.partition(".")[0]
-            key = module if top in deep else top
-            if key in seen:
-                continue
-            seen.add(key)
-            hit = self.owner(key)
-            if hit is not None:
-                found[hit[0]] = hit[1]
-        return found

@@ -10,7 +10,7 @@ imports nothing beyond ``marshal`` and ``_socket``; in particular not
 import os
 import sys
 
-from popcon_site import config, index, wire
+from popcon_site import config, lookup, wire
 
 __all__ = ["debug", "libraries_used", "report", "report_at_exit"]
 
@@ -37,8 +37,14 @@ def libraries_used(module_names, search_path, include_user=False):
     ``search_path`` is the process's ``sys.path`` without the script's
     directory.  popcon-site itself is left out.
     """
-    dirs = index.search_dirs(search_path, include_user, debug)
-    libraries = index.load(dirs, debug).libraries(module_names)
+    dirs = lookup.search_dirs(search_path, include_user, debug)
+    found = lookup.load(dirs, debug)
+    libraries = found.libraries(module_names)
+    if found.damaged:
+        # A cached entry of the wrong shape (damage, a foreign writer) would
+        # otherwise hide its directory's libraries until the directory changes.
+        debug("damaged index cache entries for %s; indexing again" % ", ".join(sorted(found.damaged)))
+        libraries = lookup.load(dirs, debug, rebuild=found.damaged).libraries(module_names)
     libraries.pop(_SELF, None)
     return libraries
 

@@ -11,6 +11,7 @@ import pytest
 from filelock import FileLock
 
 import conftest
+from popcon_site.lookup import SHARDS, shard_of
 from conftest import require
 from support import distributions as d
 from support import faults
@@ -167,11 +168,27 @@ CORRUPTIONS = {
     "entries-of-the-wrong-shape": lambda data: marshal.dumps(
         _valid(data)[:2] + ({k: ("x", None) for k in _valid(data)[2]},)),
     "roots-of-the-wrong-shape": lambda data: marshal.dumps(
-        _valid(data)[:2] + ({k: (v[0], {"acme_widgets": 7, 3: ("a", "b")}, v[2]) for k, v in _valid(data)[2].items()},)),
+        _valid(data)[:2] + ({k: _with_roots(v, lambda roots: {**roots, "acme_widgets": 7, 3: ("a", "b")})
+                             for k, v in _valid(data)[2].items()},)),
+    "shard-not-marshal": lambda data: marshal.dumps(
+        _valid(data)[:2] + ({k: (v[0], v[1], tuple(b"\x00garbage" for _ in v[2])) for k, v in _valid(data)[2].items()},)),
     "huge-valid-table": lambda data: marshal.dumps(
-        _valid(data)[:2] + (dict(_valid(data)[2], **{f"/nowhere/{i}": (i, {"m%d" % i: ("x", "1")}, frozenset())
+        _valid(data)[:2] + (dict(_valid(data)[2], **{f"/nowhere/{i}": (i, frozenset(), (marshal.dumps({}),) * SHARDS)
                                                       for i in range(20000)}),)),
 }
+
+
+def _with_roots(entry, change):
+    """A cache entry (mtime, deep, shards) whose roots went through ``change``."""
+    mtime, deep, shards = entry
+    roots = {}
+    for shard in shards:
+        roots.update(marshal.loads(shard))
+    roots = change(roots)
+    rebuilt = [{} for _ in range(SHARDS)]
+    for name, owner in roots.items():
+        rebuilt[shard_of(name) if isinstance(name, str) else 0][name] = owner
+    return (mtime, deep, tuple(marshal.dumps(shard) for shard in rebuilt))
 
 
 @pytest.mark.parametrize("damage", sorted(CORRUPTIONS))
@@ -187,9 +204,9 @@ def test_poisoned_cache_entry_cannot_inject_lines(cache_case, cache_venv, tree, 
     path, data = _warm(cache_case, cache_venv, tree, prefix)
     fmt, tag, table = _valid(data)
     poisoned = {}
-    for directory, (mtime, roots, deep) in table.items():
-        roots = {name: ("evil\nx.y:1|c", "1") if name == "acme_widgets" else owner for name, owner in roots.items()}
-        poisoned[directory] = (mtime, roots, deep)
+    for directory, entry in table.items():
+        poisoned[directory] = _with_roots(entry, lambda roots: {
+            name: ("evil\nx.y:1|c", "1") if name == "acme_widgets" else owner for name, owner in roots.items()})
     path.write_bytes(marshal.dumps((fmt, tag, poisoned)))
     result = cache_case(tree)
     result.assert_reports(prefix.report("survivor"))
