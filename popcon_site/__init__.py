@@ -65,11 +65,19 @@ def _find_spec(name, path=None, target=None):
     # initialising, so they fall in the baseline on whichever side of ours they
     # run.  The first import after that takes the baseline; the module being
     # imported is not in sys.modules yet, so it counts as new.
+    global _finder
     try:
-        if not _site_initializing():
+        finder = _finder
+        if finder is not None and not _site_initializing():
+            # One shot even when re-entered: a finder ahead of ours that
+            # imports inside its find_spec (setuptools' _distutils_hack does,
+            # for pip) brings us here from the nested import, then again from
+            # the outer one, which still iterates over the old list.  Counting
+            # twice meant two exit handlers and every report sent twice.
+            _finder = None
             # importlib is iterating over the current list: replace the list
             # rather than mutate it, so that no other finder is skipped.
-            sys.meta_path = [f for f in sys.meta_path if f is not _finder]
+            sys.meta_path = [f for f in sys.meta_path if f is not finder]
             _start_counting()
     except BaseException:  # noqa: BLE001, S110 - must never break the program's import
         pass
