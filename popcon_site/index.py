@@ -177,14 +177,24 @@ def _roots_from_files(text, namespaces=frozenset()):
     # distributions (bench/).
     from bisect import bisect_left  # build path only
 
+    lines = None
     if '"' in text:
         import csv  # quoted paths (a comma in a file name): rare
 
-        lines = sorted(row[0] + "," for row in csv.reader(text.splitlines()) if row)
-    else:
+        try:
+            lines = sorted(row[0] + "," for row in csv.reader(text.splitlines()) if row)
+        except Exception:
+            # A damaged RECORD (csv on 3.10 refuses NUL bytes, an unterminated
+            # quote) is still read line by line rather than losing the
+            # distribution, or its name guess, altogether.
+            lines = None
+    if lines is None:
         lines = sorted(text.splitlines())
     roots = set()
-    _collect_roots(lines, 0, len(lines), "", namespaces, roots, 0, bisect_left)
+    try:
+        _collect_roots(lines, 0, len(lines), "", namespaces, roots, 0, bisect_left)
+    except Exception:
+        pass
     return roots
 
 
