@@ -91,6 +91,15 @@ def _visible(counts, min_count):
     return shown, len(counts.libraries) - len(shown)
 
 
+def _visible_versions(counts, shown, min_count):
+    """The version split of each shown library, without versions counted fewer
+    than ``min_count`` times (a version only one person runs identifies them
+    as surely as a rare library does), and how many were left out."""
+    split = {lib: {v: n for v, n in counts.versions[lib].items() if n >= min_count} for lib in shown}
+    hidden = sum(len(counts.versions[lib]) - len(split[lib]) for lib in shown)
+    return split, hidden
+
+
 def _order(libraries):
     return sorted(libraries.items(), key=lambda item: (-item[1], item[0]))
 
@@ -101,9 +110,12 @@ def render_json(counts, min_count=0, versions=False, unused_result=None):
     if min_count:
         doc["hidden"] = hidden
     if versions:
+        split, hidden_versions = _visible_versions(counts, shown, min_count)
         doc["versions"] = {
-            lib: {version: _json_number(n) for version, n in sorted(counts.versions[lib].items())} for lib, _ in _order(shown)
+            lib: {version: _json_number(n) for version, n in sorted(split[lib].items())} for lib, _ in _order(shown)
         }
+        if min_count:
+            doc["hidden_versions"] = hidden_versions
     if unused_result is not None:
         _, importable, no_module = unused_result
         doc["unused"] = [d.name for d in importable]
@@ -119,9 +131,10 @@ def render_table(counts, min_count=0, versions=False, unused_result=None):
     shown, hidden = _visible(counts, min_count)
     out = ["%s reporting processes, from %s" % (_number(counts.processes), counts.source)]
     rows = []
+    split, hidden_versions = _visible_versions(counts, shown, min_count) if versions else ({}, 0)
     for library, count in _order(shown):
         if versions:
-            for version, n in sorted(counts.versions[library].items(), key=lambda item: (-item[1], item[0])):
+            for version, n in sorted(split[library].items(), key=lambda item: (-item[1], item[0])):
                 rows.append((library, version or "(no version)", _number(n), _share(n, counts.processes)))
         else:
             rows.append((library, _number(count), _share(count, counts.processes)))
@@ -143,6 +156,9 @@ def render_table(counts, min_count=0, versions=False, unused_result=None):
         out.append("")
         out.append("%d %s counted fewer than %d times not shown (--min-count %d)" % (
             hidden, "library" if hidden == 1 else "libraries", min_count, min_count))
+        if versions:
+            out.append("%d %s counted fewer than %d times not shown" % (
+                hidden_versions, "version" if hidden_versions == 1 else "versions", min_count))
     if unused_result is not None:
         description, importable, no_module = unused_result
         out.append("")
