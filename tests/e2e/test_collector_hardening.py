@@ -340,3 +340,26 @@ def test_a_database_of_another_program_is_refused_and_left_untouched(tmp_path):
     assert_one_line_error(done.returncode, done.stderr, str(db), "another program")
     assert db.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["places.sqlite", "places.sqlite.lock"]
+
+
+# --- redaction --------------------------------------------------------------------------------
+
+def test_min_count_also_hides_rare_versions_of_common_libraries(start):
+    # A version only one person runs (an old pin, a local build) identifies
+    # them as surely as a rare library does.
+    collector = start()
+    p = collector.prefix.encode()
+    collector.send(*[p + b".numpy:1|c|#version:1.26.4"] * 5, p + b".numpy:1|c|#version:1.0.0+acme.internal",
+                   *[p + b".attrs:1|c"] * 3, p + b".onlyme:1|c")
+    collector.fence()
+    rc, err = collector.stop()
+    assert (rc, err) == (0, "")
+    table = run_cli("report", "--db", collector.db, "--min-count", "3", "--versions")
+    assert table.returncode == 0, table.stderr
+    assert "1.26.4" in table.stdout and "attrs" in table.stdout
+    assert "acme" not in table.stdout and "onlyme" not in table.stdout, table.stdout
+    assert "1 library counted fewer than 3 times not shown" in table.stdout
+    assert "1 version counted fewer than 3 times not shown" in table.stdout
+    doc = run_cli("report", "--db", collector.db, "--min-count", "3", "--versions", "--json")
+    assert "acme" not in doc.stdout and "onlyme" not in doc.stdout, doc.stdout
+    assert '"hidden_versions": 1' in doc.stdout
