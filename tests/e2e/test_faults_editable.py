@@ -1,6 +1,7 @@
 """Fault matrix, installs made by real installers: PEP 660 editable installs
 through setuptools (flat and src layouts) and hatchling, a legacy
-``.egg-link`` develop install, and a directory added by a ``.pth`` file.
+``.egg-link`` develop install, a directory added by a ``.pth`` file, and a
+``.pth`` that puts a re-entrant finder ahead of ours.
 """
 
 import pytest
@@ -20,6 +21,7 @@ def odd_venv(interp, shared_dir, core_wheel, synthetic_wheels):
     steps = [
         lambda venv: fi.add_editable_installs(venv, wheels_dir),
         fi.add_legacy_develop_install,
+        fi.add_reentrant_finder,
         lambda venv: fi.add_pth_directory(venv, synthetic_wheels[d.SURVIVOR.canonical]),
         fi.check_installed,
     ]
@@ -71,3 +73,10 @@ def test_editable_project_run_from_its_own_checkout(case, prefix, odd_venv, list
     script.write_text(code)
     result = faults.twin([odd_venv.python, "-c", code], listener=listener, prefix=prefix, expect=1, cwd=project)
     result.assert_reports(prefix.report(canonical))
+
+
+def test_finder_ahead_of_ours_that_imports_inside_find_spec(case, prefix, odd_venv):
+    # The first import after start-up (acme_widgets) re-enters our one-shot
+    # finder through the nested import; the process must still report once.
+    assert "zz_reentrant_finder.pth" in {p.name for p in odd_venv.site_packages.iterdir()}
+    case("acme_widgets").assert_reports(prefix.report(ACME))

@@ -8,6 +8,7 @@ for byte (support/faults.py).
 
 import pytest
 
+import conftest
 from conftest import require
 from support import distributions as d
 from support import faults
@@ -23,6 +24,25 @@ def case(venv, listener, prefix):
         cmd = [venv.python, *args]
         kwargs.setdefault("listener", listener)
         return faults.twin(wrap(cmd) if wrap else cmd, prefix=prefix, env=env, expect=expect, **kwargs)
+    return case
+
+
+@pytest.fixture(scope="session")
+def newest_venv(shared_dir, core_wheel, synthetic_wheels):
+    """The shared venv of the newest interpreter found.  Settings are parsed by
+    pure Python that does not differ between versions: every odd value runs
+    there, and a few run on every interpreter (test_bad_settings_*)."""
+    if not conftest.INTERPRETERS:
+        require("no Python 3.10-3.13 interpreter was found")
+    interp = conftest.INTERPRETERS[-1]
+    return conftest._shared_venv(shared_dir, f"venv-{interp.id}", interp,
+                                 conftest._venv_wheels(core_wheel, synthetic_wheels))
+
+
+@pytest.fixture
+def newest_case(newest_venv, listener, prefix):
+    def case(*args, env=None, expect=0):
+        return faults.twin([newest_venv.python, *args], listener=listener, prefix=prefix, env=env, expect=expect)
     return case
 
 
@@ -123,31 +143,40 @@ def test_ipv6_host_without_ipv6(case, netns):
 # --- settings ------------------------------------------------------------------
 
 @pytest.mark.parametrize("port", ["0", "65536", "-1", "x", "8125x", " ", "\u0663", "1" * 40, "0x1f90", "1e3"])
-def test_invalid_port(case, port):
-    ran_script(case("-c", SCRIPT, env={"PYTHON_POPCONTEST_STATSD_PORT": port})).assert_reports()
+def test_invalid_port(newest_case, port):
+    ran_script(newest_case("-c", SCRIPT, env={"PYTHON_POPCONTEST_STATSD_PORT": port})).assert_reports()
 
 
 @pytest.mark.parametrize("prefix_value", ["a..b", ".x", "x.", "a b", "x:1|c", "a\nb.c", "\u00fcber.x", "x/y", "x" * 300,
                                           "a.b|#tag", "a\tb"])
-def test_invalid_prefix(case, prefix_value):
-    ran_script(case("-c", SCRIPT, env={"PYTHON_POPCONTEST_STATSD_PREFIX": prefix_value})).assert_reports()
+def test_invalid_prefix(newest_case, prefix_value):
+    ran_script(newest_case("-c", SCRIPT, env={"PYTHON_POPCONTEST_STATSD_PREFIX": prefix_value})).assert_reports()
 
 
 @pytest.mark.parametrize("host", ["not a host", "\u00fcn\u00ef.example", "::zz", "[::1", "1.2.3.4.5", "a" * 300,
                                   "host\x7f", "localhost:8125", "-bad-"])
-def test_invalid_host(case, host):
-    ran_script(case("-c", SCRIPT, env={"PYTHON_POPCONTEST_STATSD_HOST": host})).assert_reports()
+def test_invalid_host(newest_case, host):
+    ran_script(newest_case("-c", SCRIPT, env={"PYTHON_POPCONTEST_STATSD_HOST": host})).assert_reports()
 
 
 @pytest.mark.parametrize("variable", ["PYTHON_POPCONTEST_DEBUG", "PYTHON_POPCONTEST_DRY_RUN",
                                       "PYTHON_POPCONTEST_VERSIONS", "PYTHON_POPCONTEST_INCLUDE_USER",
                                       "PYTHON_POPCONTEST_ALL_RANKS"])
 @pytest.mark.parametrize("value", ["maybe", "2", "-1", "\u00e9", "true!", " "])
-def test_unrecognised_flag_values_mean_off(case, prefix, variable, value):
-    ran_script(case("-c", SCRIPT, env={variable: value}, expect=1)).assert_reports(prefix.report(ACME))
+def test_unrecognised_flag_values_mean_off(newest_case, prefix, variable, value):
+    ran_script(newest_case("-c", SCRIPT, env={variable: value}, expect=1)).assert_reports(prefix.report(ACME))
 
 
 def test_surrounding_spaces_in_settings_are_ignored(case, prefix, listener):
     env = {"PYTHON_POPCONTEST_STATSD_HOST": " 127.0.0.1 ", "PYTHON_POPCONTEST_STATSD_PORT": f" {listener.port} ",
            "PYTHON_POPCONTEST_STATSD_PREFIX": f" {prefix.name} "}
     ran_script(case("-c", SCRIPT, env=env, expect=1)).assert_reports(prefix.report(ACME))
+
+
+@pytest.mark.parametrize("env", [
+    {"PYTHON_POPCONTEST_STATSD_PORT": "x"},
+    {"PYTHON_POPCONTEST_STATSD_PREFIX": "a..b"},
+    {"PYTHON_POPCONTEST_STATSD_HOST": "not a host"},
+], ids=["port", "prefix", "host"])
+def test_bad_settings_on_every_interpreter(case, env):
+    ran_script(case("-c", SCRIPT, env=env)).assert_reports()

@@ -105,6 +105,23 @@ def add_pth_directory(venv: Venv, survivor_wheel: Path) -> None:
     (venv.site_packages / "zz_site_extra.pth").write_text(f"# added by an administrator\n{extra}\n")
 
 
+REENTRANT_FINDER_PTH = (
+    "import sys; exec(\"class ReentrantFinder:\\n"
+    "    @staticmethod\\n"
+    "    def find_spec(name, path=None, target=None):\\n"
+    "        if name == 'acme_widgets':\\n"
+    "            import colorsys\\n"
+    "        return None\\n"
+    "sys.meta_path.insert(0, ReentrantFinder)\")\n"
+)
+
+
+def add_reentrant_finder(venv: Venv) -> None:
+    """A .pth that puts, ahead of ours, a finder that imports inside find_spec,
+    as setuptools' _distutils_hack does when pip is imported."""
+    (venv.site_packages / "zz_reentrant_finder.pth").write_text(REENTRANT_FINDER_PTH)
+
+
 def check_installed(venv: Venv) -> None:
     modules = [module for _, module, _ in EDITABLE.values()] + [LEGACY[1], PTH_ADDED[1]]
     code = "import importlib\n" + "".join(f"importlib.import_module({m!r})\n" for m in modules)
