@@ -26,6 +26,7 @@ _activated = False
 _baseline = None  # names in sys.modules once site had finished; None until then
 _baseline_pid = 0
 _search_path = ()  # sys.path once site had finished, less the script's directory
+_script_entry = None  # that directory, as the interpreter put it at sys.path[0]
 _startup_path = ()  # sys.path while site runs: the script's directory is not in it yet
 _finder = None  # the one-shot meta-path finder while it is installed
 # The import machinery as it was once site had finished.  By exit the program
@@ -45,7 +46,7 @@ def _site_initializing():
 
 
 def _take_baseline():
-    global _baseline, _baseline_pid, _search_path, _meta_path, _path_hooks
+    global _baseline, _baseline_pid, _search_path, _script_entry, _meta_path, _path_hooks
     _baseline = set(sys.modules)
     _meta_path = tuple(sys.meta_path)
     _path_hooks = tuple(sys.path_hooks)
@@ -55,6 +56,7 @@ def _take_baseline():
     # after site has run.  Local code lives there, never an installed
     # distribution, and its mtime changes all the time: keep it out of the index.
     if path and path[0] not in _startup_path:
+        _script_entry = path[0]
         path = path[1:]
     _search_path = tuple(path)
 
@@ -156,7 +158,7 @@ def _report_with_own_imports(candidates):
     try:
         from popcon_site import reporter
 
-        reporter.report_at_exit(candidates, _baseline_pid, _search_path)
+        reporter.report_at_exit(candidates, _baseline_pid, _search_path, _script_entry)
     finally:
         builtins.__import__, sys.meta_path, sys.path_hooks = program
 

@@ -338,10 +338,15 @@ class Index:
         return roots
 
     def owner(self, module):
-        """Return (canonical name, version) of the distribution that owns a module,
-        or None.  The deepest owner wins: ``google.protobuf.message`` is
-        looked up as ``google.protobuf.message``, ``google.protobuf`` and
+        """Return (canonical name, version) of the distribution that owns a
+        module, or None.  The deepest owner wins: ``google.protobuf.message``
+        is looked up as ``google.protobuf.message``, ``google.protobuf`` and
         ``google``, in that order."""
+        match = self._match(module)
+        return None if match is None else match[:2]
+
+    def _match(self, module):
+        # (canonical name, version, root, directory) of the owner, or None.
         top = module.partition(".")[0]
         if top in self._deep:
             parts = module.split(".")
@@ -354,14 +359,16 @@ class Index:
                 hit = self._roots(position, shard).get(key)
                 if hit is None:
                     continue
+                directory = self._tables[position][0]
                 if type(hit) is tuple and len(hit) == 2 and type(hit[0]) is str and type(hit[1]) is str:
-                    return hit
-                self.damaged.add(self._tables[position][0])
+                    return hit[0], hit[1], key, directory
+                self.damaged.add(directory)
         return None
 
-    def libraries(self, modules):
+    def libraries(self, modules, keep=None):
         """Map the canonical name of every distribution owning one of ``modules``
-        to its version; each distribution appears once."""
+        to its version; each distribution appears once.  ``keep(root, directory)``,
+        when given, can refuse a match (a local module shadowing the library)."""
         found = {}
         seen = set()
         deep = self._deep
@@ -371,7 +378,7 @@ class Index:
             if key in seen:
                 continue
             seen.add(key)
-            hit = self.owner(key)
-            if hit is not None:
+            hit = self._match(key)
+            if hit is not None and (keep is None or keep(hit[2], hit[3])):
                 found[hit[0]] = hit[1]
         return found

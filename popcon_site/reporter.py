@@ -31,32 +31,43 @@ def debug(message):
             pass
 
 
-def libraries_used(module_names, search_path, include_user=False):
+def libraries_used(module_names, search_path, include_user=False, local=()):
     """Map each installed distribution owning one of ``module_names`` to its version.
 
     ``search_path`` is the process's ``sys.path`` without the script's
-    directory.  popcon-site itself is left out.
+    directory, ``local`` the program's own directories.  popcon-site itself is
+    left out.
     """
     dirs = lookup.search_dirs(search_path, include_user, debug)
+
+    def installed(module_name, directory):
+        if local and _shadowed(module_name, directory, search_path, local):
+            debug("not counting %s: loaded from the program's own directory" % module_name)
+            return False
+        return True
+
     found = lookup.load(dirs, debug)
-    libraries = found.libraries(module_names)
+    libraries = found.libraries(module_names, installed)
     if found.damaged:
         # A cached entry of the wrong shape (damage, a foreign writer) would
         # otherwise hide its directory's libraries until the directory changes.
         debug("damaged index cache entries for %s; indexing again" % ", ".join(sorted(found.damaged)))
-        libraries = lookup.load(dirs, debug, rebuild=found.damaged).libraries(module_names)
+        libraries = lookup.load(dirs, debug, rebuild=found.damaged).libraries(module_names, installed)
     libraries.pop(_SELF, None)
     return libraries
 
 
-def report(module_names, search_path, environ):
-    """Send one process's report, or explain on stderr (debug) why not."""
+def report(module_names, search_path, environ, local=()):
+    """Send one process's report, or explain on stderr (debug) why not.
+
+    ``local`` are the program's own directories: a module loaded from one of
+    them is not the installed library of the same name."""
     settings = config.settings_from_environ(environ)
     if settings.problems:
         for problem in settings.problems:
             debug("nothing sent: " + problem)
         return
-    libraries = libraries_used(module_names, search_path, settings.include_user)
+    libraries = libraries_used(module_names, search_path, settings.include_user, local)
     if not libraries:
         debug("no imported module belongs to an installed distribution; nothing sent")
         return
@@ -65,7 +76,7 @@ def report(module_names, search_path, environ):
     target = "%s:%d" % (settings.host, settings.port)
     if settings.dry_run:
         text = "popcon-site: dry run, would send to %s:\n%s\n" % (target, "\n".join(lines))
-        os.write(2, text.encode("ascii"))
+        os.write(2, text.encode("ascii", "backslashreplace"))
         return
     try:
         wire.send_datagrams(settings.host, settings.port, datagrams)
@@ -75,30 +86,84 @@ def report(module_names, search_path, environ):
     debug("sent %d lines in %d datagrams to %s" % (len(lines), len(datagrams), target))
 
 
-def _without_script_directory(search_path):
-    """``search_path`` less the directory of the ``__main__`` script.
+def _local_directories(script_entry):
+    """Where the program's own code lives: the script's directory (or the cwd)
+    that the interpreter put first on ``sys.path``, in every spelling.
 
-    The start-up hook drops ``sys.path[0]``, the script's directory, but a
-    script that changes ``sys.path`` before its first import (``sys.path.insert(0,
-    plugins)``) has moved it; a ``*.dist-info`` left in a project checkout
-    would then name the user's own project.  The interpreter puts the script's
-    directory there with symlinks resolved, so both spellings are dropped.
+    The start-up hook saw that entry arrive after site had run
+    (``script_entry``; None with -I, -P or safe_path).  A script that changes
+    ``sys.path`` before its first import has moved it, so the directory of the
+    ``__main__`` script counts too; the interpreter deletes
+    ``__main__.__file__`` once the script has run, but its loader keeps it.
     """
+    places = []
+    if type(script_entry) is str:
+        places.append(script_entry or os.curdir)
     main = sys.modules.get("__main__")
-    # The interpreter deletes __main__.__file__ once the script has run; its
-    # loader still knows the path.
     script = getattr(getattr(main, "__loader__", None), "path", None) or getattr(main, "__file__", None)
-    # -m runs have a spec, and their sys.path[0] is the cwd, dropped already.
-    if type(script) is not str or getattr(main, "__spec__", None) is not None:
-        return search_path
-    local = {os.path.dirname(os.path.abspath(script)), os.path.dirname(os.path.realpath(script))}
-    return [entry for entry in search_path if type(entry) is not str or os.path.abspath(entry) not in local]
+    # -m runs have a spec, and their sys.path[0] is the cwd, seen above.
+    if type(script) is str and getattr(main, "__spec__", None) is None:
+        places.append(os.path.dirname(script) or os.curdir)
+    local = set()
+    for place in places:
+        local.add(os.path.abspath(place))
+        local.add(os.path.realpath(place))
+    return local
 
 
-def report_at_exit(candidates, baseline_pid, search_path):
+def _search_path(baseline_path, local):
+    """The directories to search: sys.path as it was once site had finished,
+    then those the program added since (a notebook's
+    ``sys.path.append('/shared/lib')``), never the program's own directories."""
+    path = [entry for entry in baseline_path if type(entry) is str and os.path.abspath(entry) not in local]
+    current = sys.path if type(sys.path) is list else []
+    for entry in current:
+        if type(entry) is str and os.path.isabs(entry) and entry not in path and os.path.abspath(entry) not in local:
+            path.append(entry)
+    return path
+
+
+def _shadowed(module_name, directory, path, local):
+    """Whether the module of that name is a local copy, not the installed one.
+
+    It is when the longest ``sys.path`` entry holding its file is one of the
+    program's own directories (a local ``acme_widgets.py``), while the
+    installed distribution's code really is in ``directory``.  An editable
+    install keeps its code elsewhere, often in the very checkout being run,
+    so it is never a shadow.
+    """
+    try:
+        module = sys.modules.get(module_name)
+        where = getattr(module, "__file__", None)
+        if type(where) is not str:
+            locations = getattr(module, "__path__", None)
+            where = next(iter(locations), None) if type(locations) is list and locations else None
+        if type(where) is not str:
+            return False
+        where = os.path.abspath(where)
+        best, best_is_local = "", False
+        for entry, is_local in [(e, False) for e in path] + [(e, True) for e in local]:
+            entry = os.path.abspath(entry).rstrip(os.sep) + os.sep
+            if where.startswith(entry) and len(entry) > len(best):
+                best, best_is_local = entry, is_local
+        if not best_is_local:
+            return False
+        installed = os.path.join(directory, *module_name.split("."))
+        if os.path.isdir(installed):
+            return True
+        head, tail = os.path.split(installed)
+        return any(n.partition(".")[0] == tail and n.endswith((".py", ".pyc", ".so", ".pyd")) for n in os.listdir(head))
+    except Exception:
+        # A module object that fights back (a hostile __getattribute__) is
+        # simply not examined.
+        return False
+
+
+def report_at_exit(candidates, baseline_pid, baseline_path, script_entry=None):
     """The body of the exit handler, given the modules imported after the
-    baseline that are not in the standard library.  Never raises; explains
-    itself under debug."""
+    baseline that are not in the standard library, ``sys.path`` as it was once
+    site had finished (less the script's entry) and that entry.  Never raises;
+    explains itself under debug."""
     try:
         if os.getpid() != baseline_pid:
             # Forked by C code that skipped the fork hooks: the parent's
@@ -118,13 +183,15 @@ def report_at_exit(candidates, baseline_pid, search_path):
         # had finished are appended for as long as the report runs.  Appended,
         # not substituted: daemon threads may still be importing from the
         # program's own entries meanwhile.
+        local = _local_directories(script_entry)
+        search_path = _search_path(baseline_path, local)
         program_path = sys.path
         current = program_path if type(program_path) is list else []
-        missing = [entry for entry in search_path if type(entry) is str and entry not in current]
+        missing = [entry for entry in baseline_path if type(entry) is str and entry not in current]
         if missing:
             sys.path = current + missing
         try:
-            report(candidates, _without_script_directory(search_path), environ)
+            report(candidates, search_path, environ, local)
         finally:
             sys.path = program_path
     except BaseException as exc:  # noqa: BLE001 - this runs inside someone else's process

@@ -25,9 +25,6 @@ def test_system_tree_on_pythonpath_is_reported(run, prefix, hpc_tree):
     assert result.datagrams == [prefix.report("hpc-tool", ACME)], result
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core bug: the index only searches sys.path as it was when the baseline was taken (first import after "
-    "site init); directories appended later, as notebooks do, are never searched"))
 def test_system_tree_added_to_sys_path_at_run_time_is_reported(run, prefix, hpc_tree):
     # As notebooks do: some imports first, then a shared tree added by hand.
     script = f"import json, sys\nsys.path.append({str(hpc_tree)!r})\nimport hpctool"

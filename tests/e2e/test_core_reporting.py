@@ -75,9 +75,6 @@ def test_local_module_in_the_working_directory_never_appears(run, prefix, tmp_pa
     assert result.datagrams == [prefix.report(ACME)], result
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core bug: a local module that shadows an installed library's top-level name is attributed to that "
-    "library; the index is consulted by name only, never by where the module was loaded from"))
 def test_local_module_shadowing_an_installed_library_is_not_counted(run, prefix, tmp_path):
     (tmp_path / "acme_widgets.py").write_text("X = 1\n")
     script = "import acme_widgets, acmens.beta\nassert acme_widgets.X == 1"

@@ -49,9 +49,6 @@ def test_dry_run_writes_the_exact_lines_to_stderr_and_sends_nothing(run, prefix)
     assert all(line.startswith("popcon-site") for line in lines if line not in expected), result
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core bug: the dry-run text includes the host and is encoded as ASCII; a non-ASCII host raises "
-    "UnicodeEncodeError inside the exit handler, so the user sees nothing"))
 def test_dry_run_with_a_non_ascii_host_still_shows_the_lines(run, prefix):
     env = {"PYTHON_POPCONTEST_DRY_RUN": "1", "PYTHON_POPCONTEST_STATSD_HOST": "stätsd.example"}
     result = run("-c", "import acme_widgets", env=env)
