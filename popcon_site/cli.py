@@ -176,10 +176,6 @@ def cmd_index(args):
 
     dirs = index.search_dirs(_search_path(), include_user=False)
     kind, path = next(iter(index.cache_locations()))
-    # entry_for/count_roots are the index's public builders; older cores
-    # only had the private one.
-    entry_for = getattr(index, "entry_for", None) or index._entry_for
-    count_roots = getattr(index, "count_roots", None) or (lambda entry: len(entry[1]))
     table = {}
     for directory in dirs:
         try:
@@ -187,7 +183,7 @@ def cmd_index(args):
         except OSError:
             continue
         if os.path.isdir(directory):
-            table[directory] = entry_for(directory, mtime)
+            table[directory] = index.entry_for(directory, mtime)
     try:
         index.write_cache(kind, path, table)
     except OSError as exc:
@@ -195,7 +191,7 @@ def cmd_index(args):
             "cannot write the %s index cache %s: %s; run this as the owner of the environment"
             % (kind, path, exc.strerror or exc)
         ) from None
-    roots = sum(count_roots(entry) for entry in table.values())
+    roots = sum(index.count_roots(entry) for entry in table.values())
     sys.stdout.write("indexed %d directories (%d modules) into %s\n" % (len(table), roots, path))
     return EXIT_OK
 

@@ -39,11 +39,13 @@ def report_lines(prefix, libraries, with_versions=False):
     then the denominator.  Returns [] when no library is valid.
 
     ``libraries`` maps canonical names to versions (or None).  A name that is
-    not canonical is dropped, never escaped.  With ``with_versions`` a valid
-    version is added as a DogStatsD tag.
+    not canonical is dropped, never escaped.  With ``with_versions`` every
+    library line carries a DogStatsD version tag, ``unknown`` when there is no
+    valid version: statsd_exporter drops series of one name whose label names
+    differ, so a line without the tag would be lost.
 
-    >>> report_lines("p.lib", {"x": "2.0"}, with_versions=True)
-    ['p.lib.x:1|c|#version:2.0', 'p.reports:1|c']
+    >>> report_lines("p.lib", {"x": "2.0", "y": None}, with_versions=True)
+    ['p.lib.x:1|c|#version:2.0', 'p.lib.y:1|c|#version:unknown', 'p.reports:1|c']
     >>> report_lines("p.lib", {"Bad Name\\nx:1|c": None})
     []
     """
@@ -53,8 +55,8 @@ def report_lines(prefix, libraries, with_versions=False):
             continue
         line = "%s.%s:1|c" % (prefix, name)
         version = libraries[name]
-        if with_versions and version and _is_version(version):
-            line += "|#version:" + version
+        if with_versions:
+            line += "|#version:" + (version if version and _is_version(version) else "unknown")
         lines.append(line)
     if lines:
         lines.append(denominator_name(prefix) + ":1|c")

@@ -29,7 +29,7 @@ def test_every_line_the_reporter_sends_is_accepted(parser):
     lines = wire.report_lines(PREFIX, {"numpy": "1.26.4", "zope-interface": None, "a-": "0"}, with_versions=True)
     results = [parser.parse(line.encode()) for line in lines]
     assert [r[0] for r in results] == [ACCEPTED] * len(lines)
-    assert [r[1] for r in results] == [("a-", "0"), ("numpy", "1.26.4"), ("zope-interface", ""), None]
+    assert [r[1] for r in results] == [("a-", "0"), ("numpy", "1.26.4"), ("zope-interface", "unknown"), None]
 
 
 @pytest.mark.parametrize(

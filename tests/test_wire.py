@@ -39,7 +39,8 @@ def test_nothing_to_report_gives_no_lines_at_all():
 def test_versions_are_tags_only_when_asked():
     assert report_lines("p.lib", {"x": "2.0"}) == ["p.lib.x:1|c", "p.reports:1|c"]
     assert report_lines("p.lib", {"x": "2.0"}, with_versions=True) == ["p.lib.x:1|c|#version:2.0", "p.reports:1|c"]
-    assert report_lines("p.lib", {"x": None}, with_versions=True) == ["p.lib.x:1|c", "p.reports:1|c"]
+    # Always tagged when asked: statsd_exporter drops series whose label names differ.
+    assert report_lines("p.lib", {"x": None}, with_versions=True) == ["p.lib.x:1|c|#version:unknown", "p.reports:1|c"]
 
 
 @pytest.mark.parametrize("name", ["Not_Canonical", "zope.interface", "a b", "x:1|c", "x\ny:1|c", "", "ünï"])
