@@ -61,8 +61,9 @@ def test_index_is_rebuilt_after_pip_install_and_uninstall_and_only_then(scratch_
     scratch_venv.pip("uninstall", "--yes", SURVIVOR)
     # The module is gone, so the process fails to import it and sends nothing,
     # but the new state of site-packages is indexed once.
-    result = run_python(scratch_venv.python, ["-c", "import acme_widgets\ntry:\n import survivor\nexcept ImportError:\n pass"],
-                        listener=listener, prefix=prefix, env={"PYTHON_POPCONTEST_DEBUG": "1"}, expect=1)
+    code = "import acme_widgets\ntry:\n    import survivor\nexcept ImportError:\n    pass"
+    result = run_python(scratch_venv.python, ["-c", code], listener=listener, prefix=prefix,
+                        env={"PYTHON_POPCONTEST_DEBUG": "1"}, expect=1)
     assert "popcon-site: indexed " in result.stderr, result
     assert result.datagrams == [prefix.report(ACME)], result
     assert not _rebuilt(scratch_venv, listener, prefix, "acme_widgets", [ACME])
