@@ -28,6 +28,7 @@ _baseline_pid = 0
 _search_path = ()  # sys.path once site had finished, less the script's directory
 _script_entry = None  # that directory, as the interpreter put it at sys.path[0]
 _startup_path = ()  # sys.path while site runs: the script's directory is not in it yet
+_startup_home = None  # $HOME at start-up: a program may point HOME elsewhere before it exits
 _finder = None  # the one-shot meta-path finder while it is installed
 # The import machinery as it was once site had finished.  By exit the program
 # may have replaced builtins.__import__ (an import logger that prints, a
@@ -168,7 +169,7 @@ def activate():
     # Venvs process their site-packages .pth files twice on Python <= 3.14
     # (https://github.com/python/cpython/issues/75723), and Python 3.15 may run
     # the popcon_site.start entry point as well: hence the guard.
-    global _activated, _startup_path, _finder
+    global _activated, _startup_path, _startup_home, _finder
     if _activated:
         return
     _activated = True
@@ -179,6 +180,7 @@ def activate():
         if value is not None and value.strip().lower() not in ("", "0", "false", "no", "off"):
             return
         _startup_path = tuple(sys.path)
+        _startup_home = os.environ.get("HOME")
         if _site_initializing():
             # A finder needs only a find_spec attribute: a SimpleNamespace (the
             # type of sys.implementation) saves creating a class at every start.

@@ -110,11 +110,11 @@ def _private_places():
     """(user site spellings, home spellings, environment prefix spellings)."""
     user_site = getattr(sys.modules.get("site"), "USER_SITE", None)
     sites = _spellings(user_site) if user_site else ()
-    home = os.path.expanduser("~")
-    homes = ()
-    if home and home != "~":
-        # A home of "/" would make every directory private.
-        homes = tuple(h for h in _spellings(home) if h.rstrip(os.sep))
+    # The home directory now, and the one the process started with: test
+    # suites and sandboxes point HOME elsewhere before they exit.
+    candidates = {os.path.expanduser("~"), getattr(sys.modules.get("popcon_site"), "_startup_home", None)}
+    # A home of "/" would make every directory private.
+    homes = tuple(h for home in candidates if home and home != "~" for h in _spellings(home) if h.rstrip(os.sep))
     prefixes = tuple(s for p in _prefixes() for s in _spellings(p))
     return sites, homes, prefixes
 
