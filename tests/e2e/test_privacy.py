@@ -93,6 +93,10 @@ def battery(world: privacy.UserWorld) -> list[tuple[str, Path, list[str], dict, 
             (f"{where}-include-user", cwd, [script, *argv], {"PYTHON_POPCONTEST_INCLUDE_USER": "1"},
              frozenset({ACME, HPC, HOME_LIB, USER_LIB})),
         ]
+    # Test suites and sandboxing tools point HOME elsewhere for their own
+    # children; the home directory that counts is the one the process started with.
+    moved_home = "import os\nos.environ['HOME'] = '/nonexistent'\nimport homelib, hpctool\nprint(homelib.NAME)\n"
+    cases.append(("program-moves-home", world.project, ["-c", moved_home, *argv], {}, frozenset({HPC})))
     cases.append(("home-tree-by-other-spellings", world.project, ["-c", runtime_paths, *argv],
                   {"PYTHONPATH": str(world.system_tree)}, frozenset({HPC})))
     return cases
