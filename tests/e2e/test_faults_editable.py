@@ -14,12 +14,26 @@ from support import faults
 ACME = d.ACME.canonical
 
 
+def editable_wheels_once(shared_dir):
+    """The editable wheels of support/fault_installs.EDITABLE, built once per run."""
+    def build(target):
+        wheels_dir = fi.backend_wheels(conftest.REPO / ".cache" / "build-backends")
+        fi.build_editable_wheels(target, wheels_dir)
+    target = conftest.build_once(shared_dir, "fault-editable-wheels", build)
+    wheels = {}
+    for key, (canonical, _, _) in fi.EDITABLE.items():
+        found = [w for w in (target / "wheels").glob("*.whl") if w.name.lower().startswith(canonical.replace("-", "_"))]
+        assert len(found) == 1, (key, sorted((target / "wheels").iterdir()))
+        wheels[key] = found[0]
+    return wheels
+
+
 @pytest.fixture(scope="session")
 def odd_venv(interp, shared_dir, core_wheel, synthetic_wheels):
     """A venv with every odd install of support/fault_installs.py, built once per interpreter."""
-    wheels_dir = fi.backend_wheels(conftest.REPO / ".cache" / "build-backends")
+    editable_wheels = editable_wheels_once(shared_dir)
     steps = [
-        lambda venv: fi.add_editable_installs(venv, wheels_dir),
+        lambda venv: fi.add_editable_installs(venv, editable_wheels),
         fi.add_legacy_develop_install,
         fi.add_reentrant_finder,
         lambda venv: fi.add_pth_directory(venv, synthetic_wheels[d.SURVIVOR.canonical]),
@@ -63,11 +77,11 @@ def test_directory_added_by_a_pth_file(case, prefix):
     case(module, "acme_widgets").assert_reports(prefix.report(canonical, ACME))
 
 
-def test_editable_project_run_from_its_own_checkout(case, prefix, odd_venv, listener, tmp_path):
+def test_editable_project_run_from_its_own_checkout(case, prefix, odd_venv, listener, tmp_path, shared_dir):
     # Developers run their editable project from its checkout: the project's
     # directory is then also sys.path[0].
     canonical, module, _ = fi.EDITABLE["setuptools-flat"]
-    project = odd_venv.root.parent / "projects" / "setuptools-flat"
+    project = shared_dir / "fault-editable-wheels" / "projects" / "setuptools-flat"
     code = f"import sys\nimport {module}\nprint('out')\nsys.exit(3)\n"
     script = tmp_path / "run.py"
     script.write_text(code)

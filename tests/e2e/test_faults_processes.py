@@ -420,13 +420,13 @@ print('done')
 def test_subinterpreters(case, prefix, interp):
     if interp.minor < (3, 12):
         pytest.skip(f"subinterpreters with their own site start from 3.12; this is {interp.id}")
-    result = case(SUBINTERPRETER, expect=1, settle=0.5)
-    result.assert_unnoticed()
+    result = case(SUBINTERPRETER, expect=2)
     assert result.quiet.stdout == b"in sub\ndone\n", result
-    # The main interpreter reports its own imports; a subinterpreter that
-    # reports itself sends one more report of its own.
-    assert prefix.report(ACME) in result.datagrams, result
-    assert set(result.datagrams) <= {prefix.report(ACME), prefix.report(BETA), prefix.report(ACME, BETA)}, result
+    # A subinterpreter runs site and the .pth again and its exit handlers
+    # when it is destroyed: it reports what it imported, as an interpreter of
+    # its own (as mod_wsgi's per-application subinterpreters need), and the
+    # main interpreter reports its own imports.
+    result.assert_reports(prefix.report(BETA), prefix.report(ACME))
 
 
 # --- MPI and Slurm ranks --------------------------------------------------------------

@@ -75,12 +75,48 @@ def _write_project(root: Path, files: dict[str, str]) -> None:
         target.write_text(text)
 
 
-def add_editable_installs(venv: Venv, wheels_dir: Path) -> None:
-    """`pip install -e` each EDITABLE project into ``venv``; projects live beside it."""
-    for key, (_, _, files) in EDITABLE.items():
-        project = venv.root.parent / "projects" / key
-        _write_project(project, files)
-        venv.pip("install", "--quiet", "--no-index", "--find-links", str(wheels_dir), "-e", str(project))
+def build_editable_wheels(target: Path, wheels_dir: Path) -> dict[str, Path]:
+    """Write each EDITABLE project under ``target`` and build its PEP 660
+    editable wheel there, through the project's own back-end in an isolated
+    environment, exactly as `pip install -e` does before it installs the wheel.
+
+    The wheels are pure and point at the projects by absolute path, so one
+    build serves every interpreter's venv.
+    """
+    import os
+    import warnings
+
+    from build import ProjectBuilder
+    from build.env import DefaultIsolatedEnv
+
+    saved = {key: os.environ.get(key) for key in ("PIP_NO_INDEX", "PIP_FIND_LINKS")}
+    os.environ.update(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheels_dir))
+    wheels = {}
+    try:
+        for key, (_, _, files) in EDITABLE.items():
+            project = target / "projects" / key
+            _write_project(project, files)
+            with DefaultIsolatedEnv() as env:
+                builder = ProjectBuilder.from_isolated_env(env, project)
+                env.install(builder.build_system_requires)
+                env.install(builder.get_requires_for_build("editable"))
+                with warnings.catch_warnings():
+                    # setuptools warns that a folder named like the package
+                    # in the working directory takes precedence: known.
+                    warnings.simplefilter("ignore")
+                    wheels[key] = Path(builder.build("editable", target / "wheels"))
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return wheels
+
+
+def add_editable_installs(venv: Venv, editable_wheels: dict[str, Path]) -> None:
+    """Install each project's editable wheel into ``venv``, as `pip install -e` does."""
+    venv.pip("install", "--quiet", "--no-index", "--no-deps", *map(str, editable_wheels.values()))
 
 
 def add_legacy_develop_install(venv: Venv) -> None:
