@@ -106,16 +106,31 @@ def _local_directories(script_entry):
         places.append(os.path.dirname(script) or os.curdir)
     local = set()
     for place in places:
-        local.add(os.path.abspath(place))
-        local.add(os.path.realpath(place))
+        local.add(_absolute(place))
+        local.add(_absolute(place, os.path.realpath))
+    local.discard(None)
     return local
+
+
+def _absolute(path, how=os.path.abspath):
+    # The program may have removed its working directory before it exits (a
+    # test suite's temporary directory): a relative path then has no absolute
+    # form, raises, and names nothing that could be indexed anyway.
+    try:
+        return how(path)
+    except OSError:
+        return None
 
 
 def _search_path(baseline_path, local):
     """The directories to search: sys.path as it was once site had finished,
     then those the program added since (a notebook's
     ``sys.path.append('/shared/lib')``), never the program's own directories."""
-    path = [entry for entry in baseline_path if type(entry) is str and os.path.abspath(entry) not in local]
+    path = []
+    for entry in baseline_path:
+        absolute = _absolute(entry) if type(entry) is str else None
+        if absolute is not None and absolute not in local:
+            path.append(entry)
     current = sys.path if type(sys.path) is list else []
     for entry in current:
         if type(entry) is str and os.path.isabs(entry) and entry not in path and os.path.abspath(entry) not in local:
