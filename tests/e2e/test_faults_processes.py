@@ -296,6 +296,23 @@ def test_closed_or_broken_standard_streams(case, prefix, fault):
     result.assert_reports(prefix.report(ACME))
 
 
+@pytest.mark.parametrize("how", ["-c", "script"])
+def test_working_directory_removed_before_exit(case, prefix, venv, listener, tmp_path, how):
+    # Test suites chdir into a temporary directory and remove it; relative
+    # sys.path entries ('' for -c) then have no absolute form.
+    gone = tmp_path / "gone"
+    code = ("import os, sys, acme_widgets\n"
+            "d = sys.argv[-1] + '-' + os.environ.get('PYTHON_POPCONTEST_DISABLE', 'on')\n"
+            "os.mkdir(d); os.chdir(d); os.rmdir(d)\nprint('out')\n")
+    if how == "-c":
+        cmd = [venv.python, "-c", code, str(gone)]
+    else:
+        (tmp_path / "case.py").write_text(code)
+        cmd = [venv.python, str(tmp_path / "case.py"), str(gone)]
+    result = faults.twin(cmd, listener=listener, prefix=prefix, expect=1, cwd=tmp_path)
+    result.assert_reports(prefix.report(ACME))
+
+
 def test_out_of_file_descriptors_at_exit(case, prefix):
     result = case("""
         import os, resource, acme_widgets
