@@ -98,6 +98,16 @@ def test_temporary_cache_directory_taken_by_someone_else_is_not_used(user_case, 
     assert list(squatted.iterdir()) == []
 
 
+def test_user_without_a_passwd_entry_and_no_home_variable(venv, listener, prefix, tree, tmp_path, fault_user):
+    # Containers run as arbitrary uids: no HOME, and no passwd entry to find one.
+    uid = 54321
+    tmpdir = _world_tmp(tmp_path / "tmp")
+    cmd = faults.as_user(uid, uid, [venv.python, "-c", SCRIPT])
+    env = {"HOME": None, "XDG_CACHE_HOME": None, "TMPDIR": str(tmpdir), "PYTHONPATH": str(tree)}
+    result = ran_script(faults.twin(cmd, listener=listener, prefix=prefix, env=env, expect=1, cwd=tmp_path))
+    result.assert_reports(prefix.report(ACME, "survivor"))
+
+
 def test_unreadable_directory_on_the_path(user_case, prefix, tmp_path):
     # A directory on PYTHONPATH that the user may not list (a group's tree).
     locked = tmp_path / "locked"
