@@ -301,6 +301,7 @@ def load(dirs, debug=None, rebuild=()):
 # --- looking up ---------------------------------------------------------------
 
 _EMPTY = {}
+_EMPTY_SHARD = marshal.dumps({})
 
 
 class Index:
@@ -313,10 +314,12 @@ class Index:
     __slots__ = ("_tables", "_deep", "_decoded", "damaged")
 
     def __init__(self, tables):
-        # tables: (directory, deep top-level names, shards), in sys.path order
-        self._tables = tables
+        # tables: (directory, deep top-level names, shards), in sys.path order.
+        # Directories with no distribution at all (the standard library's)
+        # are dropped here, so that lookups do not decode their shards.
+        self._tables = [t for t in tables if t[2].count(_EMPTY_SHARD) != SHARDS]
         deep = set()
-        for _, d, _ in tables:
+        for _, d, _ in self._tables:
             deep.update(d)
         self._deep = deep
         self._decoded = {}

@@ -155,6 +155,8 @@ def _shadowed(module_name, directory, path, local):
             where = next(iter(locations), None) if type(locations) is list and locations else None
         if type(where) is not str:
             return False
+        if where.startswith(directory) and where[len(directory):len(directory) + 1] == os.sep:
+            return False  # the installed copy itself: the common case, decided at once
         where = os.path.abspath(where)
         best, best_is_local = "", False
         for entry, is_local in [(e, False) for e in path] + [(e, True) for e in local]:
