@@ -502,7 +502,15 @@ def write_cache(kind, path, table):
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         try:
-            os.write(fd, data)
+            # os.write may write less than asked (a full disk writes what
+            # fits, and only the next call fails): a single call installed a
+            # truncated cache that every process then rebuilt and rewrote.
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                if not written:
+                    raise OSError("no progress writing %s" % tmp)
+                view = view[written:]
         finally:
             os.close(fd)
         os.replace(tmp, path)
