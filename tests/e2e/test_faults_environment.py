@@ -260,6 +260,45 @@ def test_cache_directory_that_is_a_file(cache_case, cache_venv, tree, prefix):
         directory.unlink()
 
 
+# A tmpfs with one free page mounted over the environment's cache directory, in a
+# mount namespace of the case's own; what the cache directory held at the end
+# is copied out before the namespace goes away.
+FULL_DISK = r"""
+mount -t tmpfs -o size=8k tmpfs "$FAULT_CACHE_DIR" || exit 97
+head -c 4096 /dev/zero > "$FAULT_CACHE_DIR/filler"
+"$@"
+rc=$?
+mkdir -p "$FAULT_OUT/run${PYTHON_POPCONTEST_DISABLE:-active}"
+cp -a "$FAULT_CACHE_DIR/." "$FAULT_OUT/run${PYTHON_POPCONTEST_DISABLE:-active}/"
+exit $rc
+"""
+
+
+def test_full_disk_leaves_no_truncated_cache(cache_case, cache_venv, listener, prefix, tree, tmp_path):
+    if faults.netns_available():  # the same needs: root and unshare
+        require(f"a private mount namespace is needed: {faults.netns_available()}")
+    cache_dir = cache_venv.root / "var" / "cache" / "popcon-site"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    # Enough distributions that the cache needs more than the one free page:
+    # the write then comes up short rather than failing at once.
+    many = tmp_path / "many"
+    for i in range(150):
+        faults.write_dist_info(many, f"filler-dist-{i}", "1.0", {f"filler_module_{i}.py": ""})
+    out = tmp_path / "out"
+    env = {"HOME": str(tmp_path / "home"), "XDG_CACHE_HOME": str(tmp_path / "xdg"), "TMPDIR": str(tmp_path),
+           "PYTHONPATH": os.pathsep.join([str(tree), str(many)]), "FAULT_CACHE_DIR": str(cache_dir),
+           "FAULT_OUT": str(out)}
+    cmd = ["unshare", "-m", "sh", "-c", FULL_DISK, "full-disk", cache_venv.python, "-c", SCRIPT]
+    for _ in range(2):
+        result = ran_script(faults.twin(cmd, listener=listener, prefix=prefix, env=env, expect=1))
+        result.assert_reports(prefix.report(ACME, "survivor"))
+        left = sorted(p.name for p in (out / "runactive").iterdir())
+        assert left == ["filler"] or all(_valid(p.read_bytes()) for p in (out / "runactive").glob("*.marshal")), left
+        assert not [name for name in left if name.endswith(".tmp")], left
+    # The full disk sent the cache to the next location, which holds it whole.
+    _valid(next((tmp_path / "xdg" / "popcon-site").glob("index-*.marshal")).read_bytes())
+
+
 # --- many processes at once ------------------------------------------------------
 
 CONCURRENT = 48
