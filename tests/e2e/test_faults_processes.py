@@ -467,3 +467,21 @@ def test_rank_variable_with_a_forked_child_and_all_ranks(case, prefix):
     case(code, env={"SLURM_PROCID": "7"}).assert_reports()
     result = case(code, env={"SLURM_PROCID": "7", "PYTHON_POPCONTEST_ALL_RANKS": "1"}, expect=2)
     result.assert_reports(prefix.report(BETA), prefix.report(ACME))
+
+
+def test_import_tracing_shows_only_the_exit_paths_own_imports(case, prefix):
+    # -X importtime asks the interpreter to trace every import, so the exit
+    # path's own imports appear in the trace: the one accepted difference.
+    # Everything else on stderr, and stdout and the exit code, stay the same.
+    result = case("import sys, acme_widgets\nprint('out')\nprint('err', file=sys.stderr)\n",
+                  flags=["-X", "importtime"], expect=1)
+    assert (result.active.rc, result.active.stdout) == (result.quiet.rc, result.quiet.stdout), result
+    active = result.active.stderr.decode().splitlines()
+    quiet = result.quiet.stderr.decode().splitlines()
+    trace = [line for line in active if line.startswith("import time:")]
+    names = [line.rpartition("|")[2].strip() for line in trace if line not in quiet]
+    assert [line for line in active if not line.startswith("import time:")] == \
+        [line for line in quiet if not line.startswith("import time:")], result
+    assert "popcon_site.reporter" in names, result
+    assert set(quiet) - set(active) <= {line for line in quiet if line.startswith("import time:")}, result
+    assert result.datagrams == [prefix.report(ACME)], result
