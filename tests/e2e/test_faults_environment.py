@@ -340,3 +340,31 @@ def test_dozens_of_processes_writing_the_cache_at_once(cache_case, cache_venv, l
     fmt, tag, table = _valid(_env_cache(cache_venv).read_bytes())
     assert str(tree) in table
     assert not list(_env_cache(cache_venv).parent.glob("*.tmp")), "temporary files left behind"
+
+
+# --- a half-installed popcon-site ---------------------------------------------------
+
+BROKEN_MODULES = {
+    "reporter-missing": ("reporter.py", None),
+    "reporter-syntax-error": ("reporter.py", "def (:\n"),
+    "reporter-exits-on-import": ("reporter.py", "raise SystemExit(42)\n"),
+    "wire-interrupts-on-import": ("wire.py", "raise KeyboardInterrupt\n"),
+    "index-raises-on-import": ("index.py", "raise MemoryError\n"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(BROKEN_MODULES))
+def test_half_installed_popcon_site_never_disturbs_the_process(cache_case, cache_venv, tree, damage):
+    # An interrupted upgrade or a damaged file: whatever the exit path cannot
+    # import, the program keeps its output and exit code (and nothing is sent).
+    name, content = BROKEN_MODULES[damage]
+    module = cache_venv.site_packages / "popcon_site" / name
+    saved = module.read_bytes()
+    try:
+        if content is None:
+            module.unlink()
+        else:
+            module.write_text(content)
+        cache_case(tree, expect=0).assert_reports()
+    finally:
+        module.write_bytes(saved)
