@@ -99,19 +99,42 @@ class Distribution:
 
 # --- building ---------------------------------------------------------------
 
-_pth_pattern = None
+# The build runs at the exit of the first process after a change, so it
+# avoids `re`, `csv` and `ast`: they import functools, whose namedtuple()
+# evaluates source text, and on Python 3.10 evaluating source text clears the
+# interpreter's record of an unhandled KeyboardInterrupt, which turned the
+# process's exit status from "killed by SIGINT" into 1.
+
+
+def _top_level_files(text, suffix):
+    """Files at the directory root listed in a file list (RECORD format) whose
+    names end with ``suffix``."""
+    if suffix not in text:  # a literal search: most distributions have none
+        return []
+    found = []
+    for line in text.splitlines():
+        path = line.partition(",")[0]
+        if path.endswith(suffix) and "/" not in path:
+            found.append(path)
+    return found
 
 
 def _pth_files(text):
     """The .pth files installed at the directory root, from a file list."""
-    global _pth_pattern
-    if ".pth" not in text:  # a literal search: most distributions have none
-        return []
-    if _pth_pattern is None:
-        import re
+    return _top_level_files(text, ".pth")
 
-        _pth_pattern = re.compile(r"^([^,/\n]+\.pth)(?=,|$)", re.M)
-    return _pth_pattern.findall(text)
+
+def _record_path(line):
+    """The path of one RECORD line, unquoting a CSV-quoted one (a comma in a
+    file name).
+
+    >>> _record_path('"a,b.py",sha256=x,1'), _record_path("c.py,sha256=y,2")
+    ('a,b.py', 'c.py')
+    """
+    if line.startswith('"'):
+        end = line.find('",', 1)
+        return line[1:end if end != -1 else len(line)].replace('""', '"')
+    return line.partition(",")[0]
 
 
 def _read_text(path):
@@ -177,18 +200,9 @@ def _roots_from_files(text, namespaces=frozenset()):
     # distributions (bench/).
     from bisect import bisect_left  # build path only
 
-    lines = None
     if '"' in text:
-        import csv  # quoted paths (a comma in a file name): rare
-
-        try:
-            lines = sorted(row[0] + "," for row in csv.reader(text.splitlines()) if row)
-        except Exception:
-            # A damaged RECORD (csv on 3.10 refuses NUL bytes, an unterminated
-            # quote) is still read line by line rather than losing the
-            # distribution, or its name guess, altogether.
-            lines = None
-    if lines is None:
+        lines = sorted(_record_path(line) + "," for line in text.splitlines() if line)
+    else:
         lines = sorted(text.splitlines())
     roots = set()
     try:
@@ -279,15 +293,31 @@ def _editable_mapping(path, text):
     ``__editable___<dist>_finder.py`` whose ``MAPPING`` names each top-level
     package and the directory it really lives in; nothing of it is in ``path``.
     """
-    import re
-
     names = set()
-    for finder in re.findall(r"^(__editable___\w+_finder\.py)(?=,|$)", text, re.M):
+    for finder in _top_level_files(text, "_finder.py"):
+        if not finder.startswith("__editable___"):
+            continue
         source = _read_text(os.path.join(path, finder)) or ""
         for line in source.splitlines():
             if line.startswith("MAPPING"):
-                names.update(n for n in re.findall(r"""['"]([\w.]+)['"]\s*:""", line) if n.isidentifier())
+                names.update(_quoted_keys(line))
     return names
+
+
+def _quoted_keys(line):
+    """The quoted keys of a dict literal written on one line.
+
+    >>> _quoted_keys("MAPPING: dict[str, str] = {'pkg': '/src/pkg', 'ns.sub': '/src/ns/sub'}")
+    ['pkg', 'ns.sub']
+    """
+    keys = []
+    for quote in ("'", '"'):
+        parts = line.split(quote)
+        # parts[1], parts[3], ... were quoted; a key is followed by a colon.
+        for i in range(1, len(parts) - 1, 2):
+            if parts[i + 1].lstrip().startswith(":") and parts[i].replace(".", "_").isidentifier():
+                keys.append(parts[i])
+    return keys
 
 
 def _present_modules(listing):

@@ -1,8 +1,11 @@
 """The exit path under the ways real programs end: threads, signals, odd flags, closed fds."""
 
+import signal
+
 import pytest
 
 from support import distributions as d
+from support.processes import run_python
 
 ACME = d.ACME.canonical
 
@@ -30,6 +33,19 @@ def test_daemon_thread_changing_sys_modules_during_exit_does_not_stop_the_report
     result = run("-c", script, expect=1)
     assert (result.rc, result.stderr) == (0, ""), result
     assert result.datagrams == [prefix.report(ACME)], result
+
+
+def test_unhandled_keyboard_interrupt_keeps_its_exit_status_while_the_index_is_built(scratch_venv, listener, prefix):
+    # A fresh venv: the exit path builds the index.  On 3.10 evaluating source
+    # text (namedtuple, so anything importing functools) in an exit handler
+    # cleared the record of the unhandled KeyboardInterrupt: rc 1, not -SIGINT.
+    script = "import os, signal\nimport acme_widgets\nos.kill(os.getpid(), signal.SIGINT)\nimport time\ntime.sleep(30)"
+    quiet = run_python(scratch_venv.python, ["-c", script], listener=listener, prefix=prefix,
+                       env={"PYTHON_POPCONTEST_DISABLE": "1"})
+    cold = run_python(scratch_venv.python, ["-c", script], listener=listener, prefix=prefix, expect=1)
+    assert quiet.rc == -signal.SIGINT, quiet
+    assert (cold.rc, cold.stdout, cold.stderr) == (quiet.rc, quiet.stdout, quiet.stderr), cold
+    assert cold.datagrams == [prefix.report(ACME)], cold
 
 
 def test_keyboard_interrupt_still_reports(run, prefix):
