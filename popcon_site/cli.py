@@ -78,7 +78,7 @@ def cmd_report(args):
             counts = sources.counts_from_prometheus(args.prometheus, window, matchers)
         else:
             counts = sources.counts_from_db(args.db or default_db(), args.prefix)
-        unused_result = report.unused(counts, args.python) if args.unused else None
+        unused_result = report.unused(counts, args.python, args.min_count) if args.unused else None
     except (sources.SourceError, report.UnusedError, ValueError) as exc:
         raise CommandError(str(exc)) from None
     render = report.render_json if args.json else report.render_table
@@ -300,11 +300,13 @@ def build_parser():
                         help="with --db: refuse a store of another prefix")
     report.add_argument("--json", action="store_true", help="print JSON instead of a table")
     report.add_argument("--unused", action="store_true",
-                        help="also list installed distributions that were never counted")
+                        help="also list installed distributions that were never counted; with --min-count K, "
+                        "those counted fewer than K times too, so that the list gives no hidden library away")
     report.add_argument("--python", default=sys.executable, metavar="PATH",
                         help="with --unused: the interpreter whose environment to list (default: this one)")
     report.add_argument("--min-count", type=_count, default=0, metavar="K",
-                        help="leave out libraries counted fewer than K times, and say how many")
+                        help="leave out libraries counted fewer than K times, and say how many; --unused then "
+                        "lists them with the never counted, indistinguishably")
     report.add_argument("--versions", action="store_true", help="split counts by version, where reporters sent one")
 
     sub.add_parser("status", help="say whether popcon-site is active here, and with which settings",

@@ -4,6 +4,12 @@
 Distributions that provide no importable module (command-line tools, type
 stubs, metapackages) are listed apart: nothing can import them, so "never
 imported" says nothing about whether they are needed.
+
+With ``--min-count K`` the unused list is every installed distribution the
+table does not show: never counted and counted fewer than K times alike.
+Listing only the never-counted ones would name the hidden ones, as the
+installed ones neither shown nor listed; this way the list says nothing that
+the table and the list of installed distributions do not already say.
 """
 
 import json
@@ -68,11 +74,14 @@ def environment_distributions(python):
     return description, sorted(seen.values(), key=lambda d: d.name)
 
 
-def unused(counts, python):
+def unused(counts, python, min_count=0):
     """``(description, unused, without_modules)``: installed distributions never
-    counted, split by whether they provide an importable module."""
+    counted, split by whether they provide an importable module.  With a
+    ``min_count`` above 0, those counted fewer than ``min_count`` times too:
+    the report hides their counts, and must not tell them apart from the
+    never counted."""
     description, dists = environment_distributions(python)
-    counted = set(counts.libraries)
+    counted = set(_visible(counts, min_count)[0]) if min_count else set(counts.libraries)
     importable = [d for d in dists if d.roots and d.name not in counted]
     no_module = [d for d in dists if not d.roots and d.name not in counted]
     return description, importable, no_module
@@ -118,6 +127,10 @@ def render_json(counts, min_count=0, versions=False, unused_result=None):
             doc["hidden_versions"] = hidden_versions
     if unused_result is not None:
         _, importable, no_module = unused_result
+        if min_count:
+            # "unused" then also holds the installed libraries counted fewer
+            # than K times, indistinguishably from the never counted.
+            doc["unused_below"] = min_count
         doc["unused"] = [d.name for d in importable]
         doc["unused_without_modules"] = [d.name for d in no_module]
     return json.dumps(doc, indent=2) + "\n"
@@ -162,7 +175,13 @@ def render_table(counts, min_count=0, versions=False, unused_result=None):
     if unused_result is not None:
         description, importable, no_module = unused_result
         out.append("")
-        out.append("Installed for %s and never counted: %d" % (description, len(importable)))
+        if min_count:
+            # Hidden libraries are listed with the never counted, so that the
+            # installed ones neither shown nor listed name none of them.
+            out.append("Installed for %s and counted fewer than %d times or never: %d"
+                       % (description, min_count, len(importable)))
+        else:
+            out.append("Installed for %s and never counted: %d" % (description, len(importable)))
         out.extend("  %s %s" % (d.name, d.version or "") for d in importable)
         out.append("")
         out.append("Installed without an importable module (tools, stubs; never imported by design): %d" % len(no_module))

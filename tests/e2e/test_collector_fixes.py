@@ -1,0 +1,83 @@
+"""Defects of `popcon-site collect` and `report` found in review, each kept
+fixed by a test on real processes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from support.collector_proc import CollectorProcess, run_cli, wait_until
+from support.distributions import write_egg_info
+from support.processes import Prefix
+
+
+@pytest.fixture
+def start(tmp_path):
+    started = []
+
+    def start(*extra, db=None, prefix=None, **kwargs):
+        collector = CollectorProcess(db or tmp_path / "counts.sqlite3", prefix or Prefix.unique().name, *extra,
+                                     **kwargs)
+        started.append(collector)
+        return collector
+
+    yield start
+    for collector in started:
+        collector.kill()
+
+
+def stored(db: Path, processes: int, *args) -> dict:
+    """`report --db --json` once the store holds ``processes`` reports."""
+    docs = []
+
+    def flushed():
+        done = run_cli("report", "--db", db, "--json", *args)
+        assert done.returncode == 0, done.stderr
+        docs.append(json.loads(done.stdout))
+        return docs[-1]["processes"] >= processes
+
+    wait_until(flushed, f"{processes} reports in {db}")
+    return docs[-1]
+
+
+# --- 1. --unused with --min-count must not name the hidden libraries -----------
+
+def test_unused_with_min_count_gives_no_hidden_library_away(start, tmp_path):
+    site = tmp_path / "site"
+    for name in ("pcs-common", "pcs-rare", "pcs-never"):
+        module = name.replace("-", "_")
+        write_egg_info(site, name, "1.0", {f"{module}/__init__.py": ""}, [module], "3")
+    python = tmp_path / "python-with-site"
+    python.write_text(f"#!/bin/sh\nPYTHONPATH={site} exec {sys.executable} \"$@\"\n")
+    python.chmod(0o755)
+    collector = start()
+    p = collector.prefix
+    collector.send(*[f"{p}.pcs-common:1|c".encode()] * 3, f"{p}.pcs-rare:1|c".encode(),
+                   f"{p}.not-installed:1|c".encode(), f"{collector.denominator}:1|c".encode())
+    collector.fence()
+    collector.stop()
+    ours = {"pcs-common", "pcs-rare", "pcs-never"}
+
+    doc = stored(collector.db, 2, "--unused", "--python", python, "--min-count", "2")
+    shown = set(doc["libraries"])
+    unused = set(doc["unused"]) | set(doc["unused_without_modules"])
+    assert doc["libraries"] == {"pcs-common": 3} and doc["hidden"] == 2, doc
+    assert doc["unused_below"] == 2
+    # Every installed library is either shown or listed: the hidden one is
+    # in the list, indistinguishable from the one never counted.
+    assert ours <= shown | unused and not shown & unused, doc
+    assert {"pcs-rare", "pcs-never"} <= set(doc["unused"])
+
+    table = run_cli("report", "--db", collector.db, "--unused", "--python", python, "--min-count", "2").stdout
+    assert "counted fewer than 2 times or never" in table, table
+    assert "  pcs-rare 1.0" in table and "  pcs-never 1.0" in table, table
+
+    # Without a threshold nothing is hidden, and unused still means never counted.
+    doc = stored(collector.db, 2, "--unused", "--python", python)
+    assert "pcs-rare" in doc["libraries"] and "pcs-rare" not in doc["unused"] and "pcs-never" in doc["unused"]
+    assert "unused_below" not in doc
+    helptext = run_cli("report", "--help").stdout
+    assert "gives no hidden library away" in " ".join(helptext.split())
