@@ -92,7 +92,32 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def _bind_http(host, port, registry):
+class HttpErrors:
+    """Requests to /metrics that failed on the connection (a client that
+    reset it, sent garbage or went away), counted instead of printed."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def add(self):
+        with self._lock:
+            self.count += 1
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily
+
+        yield CounterMetricFamily(
+            "popcon_site_collector_http_errors",
+            "Requests to /metrics that failed on the connection (reset, garbage, gone).",
+            value=self.count,
+        )
+
+
+def _bind_http(host, port, registry, errors):
     from prometheus_client import make_wsgi_app
 
     family, address = _resolve(host, port, socket.SOCK_STREAM, "HTTP")
@@ -100,6 +125,11 @@ def _bind_http(host, port, registry):
     class Server(ThreadingMixIn, WSGIServer):
         daemon_threads = True
         address_family = family
+
+        def handle_error(self, request, client_address):
+            # socketserver prints a traceback for any failed request; a
+            # client resetting its connection is no news to the admin.
+            errors.add()
 
     try:
         httpd = make_server(address[0], address[1], make_wsgi_app(registry), Server, handler_class=_QuietHandler)
@@ -132,7 +162,9 @@ def run(udp, http, db, prefix, max_series, flush_interval, out=sys.stdout):
         udp_sock = _bind_udp(*udp)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(StoreCollector(store))
-        httpd = _bind_http(http[0], http[1], registry)
+        errors = HttpErrors()
+        registry.register(errors)
+        httpd = _bind_http(http[0], http[1], registry, errors)
         threading.Thread(target=httpd.serve_forever, name="popcon-site-http", daemon=True).start()
 
         stop = _Stop()

@@ -81,3 +81,28 @@ def test_unused_with_min_count_gives_no_hidden_library_away(start, tmp_path):
     assert "unused_below" not in doc
     helptext = run_cli("report", "--help").stdout
     assert "gives no hidden library away" in " ".join(helptext.split())
+
+
+# --- 2. a client resetting its /metrics connection is not worth a traceback ----
+
+def test_metrics_clients_that_reset_are_counted_not_printed(start):
+    import socket
+    import struct
+
+    collector = start()
+    resets = 20
+    for i in range(resets):
+        client = socket.create_connection(("127.0.0.1", collector.http_port))
+        client.sendall(b"GET /met" if i % 2 else b"\x16\x03\x01garbage")
+        # SO_LINGER 0: close sends RST, the server's read fails with ECONNRESET.
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()
+
+    def errors():
+        return collector.samples().get(("popcon_site_collector_http_errors_total", frozenset()), 0)
+
+    wait_until(lambda: errors() >= resets, "every reset counted")
+    # Still serving.
+    assert collector.reports() == 0
+    rc, err = collector.stop()
+    assert rc == 0 and err == "", err
