@@ -77,9 +77,9 @@ class Snapshot:
         self.max_series = max_series
 
 
-def _connect(path, readonly=False):
+def _connect(path, readonly=False, immutable=False):
     if readonly:
-        uri = "file:%s?mode=ro" % (_uri_path(path),)
+        uri = "file:%s?%s" % (_uri_path(path), "immutable=1" if immutable else "mode=ro")
         conn = sqlite3.connect(uri, uri=True, timeout=10, isolation_level=None, check_same_thread=False)
     else:
         conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
@@ -117,19 +117,40 @@ def read_counts(path):
     if not os.path.exists(path):
         raise StoreError("%s does not exist; is `popcon-site collect --db %s` running, or did it ever run?" % (path, path))
     try:
-        conn = _connect(path, readonly=True)
         try:
-            # One read transaction: the denominator and the library counts
-            # come from the same flush.
-            conn.execute("BEGIN")
-            meta = dict(conn.execute("SELECT key, value FROM meta"))
-            libraries, reports, lines, dropped = _load(conn)
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
+            meta, loaded = _read(path)
+        except sqlite3.OperationalError:
+            # A WAL store whose collector stopped cleanly has no -wal and
+            # -shm files, and a reader without write access to the directory
+            # cannot create them ("attempt to write a readonly database").
+            # Without a -wal file there is no writer, and the main file alone
+            # is the whole store: read it as an immutable file.
+            if os.path.exists(path + "-wal") or not _cannot_write_beside(path):
+                raise
+            meta, loaded = _read(path, immutable=True)
     except sqlite3.Error as exc:
         raise StoreError("cannot read %s: %s" % (path, _describe(exc))) from None
+    libraries, reports, lines, dropped = loaded
     return meta.get("prefix"), Snapshot(libraries, reports, lines, dropped, len(libraries))
+
+
+def _cannot_write_beside(path):
+    directory = os.path.dirname(os.path.abspath(path))
+    return not os.access(directory, os.W_OK) or not os.access(path, os.W_OK)
+
+
+def _read(path, immutable=False):
+    conn = _connect(path, readonly=True, immutable=immutable)
+    try:
+        # One read transaction: the denominator and the library counts come
+        # from the same flush.
+        conn.execute("BEGIN")
+        meta = dict(conn.execute("SELECT key, value FROM meta"))
+        loaded = _load(conn)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return meta, loaded
 
 
 class CountStore:

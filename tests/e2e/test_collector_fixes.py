@@ -106,3 +106,97 @@ def test_metrics_clients_that_reset_are_counted_not_printed(start):
     assert collector.reports() == 0
     rc, err = collector.stop()
     assert rc == 0 and err == "", err
+
+
+# --- 3. a reader without write access reads a store whose collector stopped ----
+
+def _interpreter_for(user: dict) -> str | None:
+    """A Python 3.10+ the unprivileged user may run (the test's own may sit
+    in a directory only its owner can enter)."""
+    import shutil
+    import subprocess
+
+    seen = set()
+    for candidate in (sys.executable, shutil.which("python3"), "/usr/bin/python3", "/usr/local/bin/python3"):
+        if not candidate or candidate in seen:
+            continue
+        seen.add(candidate)
+        try:
+            done = subprocess.run([candidate, "-c", "import sys, sqlite3; assert sys.version_info >= (3, 10)"],
+                                  capture_output=True, **user)
+        except OSError:
+            continue
+        if done.returncode == 0:
+            return candidate
+    return None
+
+
+@pytest.fixture
+def reader():
+    """``(run keyword arguments, cleanup)`` for an unprivileged reader: a user
+    made for the test when running as root, else this user."""
+    import os
+    import secrets
+    import subprocess
+
+    from conftest import require
+
+    if os.geteuid() != 0:
+        yield {}
+        return
+    name = "pcsro" + secrets.token_hex(4)
+    done = subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/false", "--no-user-group",
+                           "--gid", "nogroup", name], capture_output=True, text=True)
+    if done.returncode != 0:
+        done = subprocess.run(["useradd", "-M", "-N", "-s", "/bin/false", name], capture_output=True, text=True)
+    if done.returncode != 0:
+        require(f"cannot add an unprivileged user: {done.stderr.strip()}")
+    try:
+        import pwd
+
+        entry = pwd.getpwnam(name)
+        yield {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+    finally:
+        subprocess.run(["userdel", name], capture_output=True)
+
+
+def test_report_reads_a_cleanly_stopped_store_without_write_access(start, reader):
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    from conftest import require
+    from support.collector_proc import REPO, cli_environ
+
+    python = _interpreter_for(reader)
+    if python is None:
+        require("no Python 3.10+ that an unprivileged user may run")
+    # A directory the reader may enter and read, but not write.
+    base = Path(tempfile.mkdtemp(prefix="popcon-ro-"))
+    try:
+        base.chmod(0o755)
+        collector = start(db=base / "counts.sqlite3")
+        p = collector.prefix
+        collector.send(f"{p}.numpy:1|c".encode(), f"{collector.denominator}:1|c".encode())
+        collector.fence()
+        rc, err = collector.stop()
+        assert rc == 0, err
+        # A clean stop checkpoints and removes the WAL and shared-memory files.
+        assert not (base / "counts.sqlite3-wal").exists() and not (base / "counts.sqlite3-shm").exists()
+        os.chmod(base / "counts.sqlite3", 0o444)
+        if not reader:
+            base.chmod(0o555)
+        env = cli_environ()
+        env["PYTHONPATH"] = str(REPO)
+        done = subprocess.run([python, "-m", "popcon_site", "report", "--db", str(base / "counts.sqlite3"),
+                               "--json"], capture_output=True, text=True, env=env, cwd="/", timeout=60,
+                              stdin=subprocess.DEVNULL, **reader)
+        assert done.returncode == 0, done.stderr
+        doc = json.loads(done.stdout)
+        assert doc["processes"] == 2 and doc["libraries"] == {"numpy": 1}, doc  # with the fence
+        # Reading created nothing beside the store.
+        assert sorted(os.listdir(base)) == ["counts.sqlite3", "counts.sqlite3.lock"]
+    finally:
+        base.chmod(0o755)
+        shutil.rmtree(base)
