@@ -148,24 +148,31 @@ class _Stop:
 
 def run(udp, http, db, prefix, max_series, flush_interval, out=sys.stdout):
     """Collect until SIGTERM or SIGINT.  Raises CollectorError or StoreError
-    for problems an admin must fix; returns normally after a clean stop."""
+    for problems an admin must fix; returns normally after a clean stop.
+
+    Nothing is created before the store path is checked and both sockets
+    are bound, and a collector that cannot start removes what it created."""
     from prometheus_client import CollectorRegistry
 
     from popcon_site.collector.exposition import StoreCollector
+    from popcon_site.collector.store import check_path
 
     parser = LineParser(prefix)
-    store = CountStore(db, prefix, max_series)
-    udp_sock = httpd = None
+    check_path(db)
+    store = udp_sock = httpd = None
+    serving = started = False
     wake_r, wake_w = os.pipe()
     old_handlers = {}
     try:
         udp_sock = _bind_udp(*udp)
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(StoreCollector(store))
         errors = HttpErrors()
         registry.register(errors)
         httpd = _bind_http(http[0], http[1], registry, errors)
+        store = CountStore(db, prefix, max_series)
+        registry.register(StoreCollector(store))
         threading.Thread(target=httpd.serve_forever, name="popcon-site-http", daemon=True).start()
+        serving = True
 
         stop = _Stop()
         os.set_blocking(wake_w, False)
@@ -180,6 +187,7 @@ def run(udp, http, db, prefix, max_series, flush_interval, out=sys.stdout):
             % (_show(udp_host, udp_port), _show(http_host, http_port), os.path.abspath(db), prefix)
         )
         out.flush()
+        started = True
         _loop(udp_sock, wake_r, store, parser, flush_interval, stop)
         # Whatever the kernel already queued was sent before the stop.
         _drain(udp_sock, store, parser)
@@ -192,13 +200,18 @@ def run(udp, http, db, prefix, max_series, flush_interval, out=sys.stdout):
         for signum, handler in old_handlers.items():
             signal.signal(signum, handler)
         if httpd is not None:
-            httpd.shutdown()
+            if serving:
+                httpd.shutdown()
             httpd.server_close()
         if udp_sock is not None:
             udp_sock.close()
         os.close(wake_r)
         os.close(wake_w)
-        store.close()
+        if store is not None:
+            if started:
+                store.close()
+            else:
+                store.discard()
 
 
 def _drain(sock, store, parser, limit=10000):

@@ -17,7 +17,7 @@ import threading
 
 from popcon_site.collector.lines import ACCEPTED, OUTCOMES, OVER_CAP
 
-__all__ = ["DEFAULT_MAX_SERIES", "CountStore", "Snapshot", "StoreError", "read_counts"]
+__all__ = ["DEFAULT_MAX_SERIES", "CountStore", "Snapshot", "StoreError", "check_path", "read_counts"]
 
 SCHEMA_VERSION = "1"
 DEFAULT_MAX_SERIES = 10000
@@ -153,6 +153,19 @@ def _read(path, immutable=False):
     return meta, loaded
 
 
+def check_path(path):
+    """Refuse a store path that cannot be a file, before anything is created."""
+    if not path:
+        raise StoreError("the store path is empty; give --db the path of a file")
+    if os.path.isdir(path):
+        raise StoreError("%s is a directory; give --db the path of a file" % (path,))
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise StoreError("cannot store counts in %s: %s is not a directory" % (path, parent))
+
+
 class CountStore:
     """The collector's totals for one prefix, backed by one SQLite file."""
 
@@ -163,20 +176,54 @@ class CountStore:
         self._lock = threading.Lock()
         self._lock_file = None
         self._conn = None
+        # What this store created, so that a collector that cannot start
+        # leaves nothing behind: (files, directories, deepest first).
+        self._created = ([], [])
+        check_path(path)
         directory = os.path.dirname(os.path.abspath(path))
+        missing = []
+        parent = directory
+        while not os.path.exists(parent):
+            missing.append(parent)
+            parent = os.path.dirname(parent)
         try:
             os.makedirs(directory, exist_ok=True)
         except OSError as exc:
+            self._created[1].extend(d for d in missing if os.path.isdir(d))
+            self.discard()
             raise StoreError("cannot create the directory %s: %s" % (directory, _describe(exc))) from None
-        self._take_file_lock()
+        self._created[1].extend(missing)
         try:
+            self._take_file_lock()
+            new = not os.path.exists(path)
+            if new:
+                self._created[0].extend((path, path + "-wal", path + "-shm"))
             self._open()
         except BaseException:
-            self.close()
+            self.discard()
             raise
+
+    def discard(self):
+        """Close, and remove what this store created: for a collector that
+        stops before it counted anything."""
+        self._close_db()
+        files, directories = self._created
+        for name in files:
+            try:
+                os.unlink(name)
+            except OSError:
+                pass
+        self.close()
+        for name in directories:
+            try:
+                os.rmdir(name)
+            except OSError:
+                break
+        self._created = ([], [])
 
     def _take_file_lock(self):
         lock_path = self.path + ".lock"
+        existed = os.path.exists(lock_path)
         try:
             self._lock_file = open(lock_path, "a")
         except OSError as exc:
@@ -184,9 +231,14 @@ class CountStore:
         try:
             fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            # Another collector holds it: the file is theirs, whoever made it.
             self._lock_file.close()
             self._lock_file = None
             raise StoreError("%s is in use by another collector" % (self.path,)) from None
+        if not existed:
+            # Listed first: removed while still held, so that no other
+            # collector can have locked the name in between.
+            self._created[0].insert(0, lock_path)
 
     def _open(self):
         try:
@@ -316,13 +368,16 @@ class CountStore:
         with self._lock:
             return len(self._dirty_libraries) + (1 if self._dirty_totals else 0)
 
-    def close(self):
+    def _close_db(self):
         if self._conn is not None:
             try:
                 self._conn.close()
             except sqlite3.Error:
                 pass
             self._conn = None
+
+    def close(self):
+        self._close_db()
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None

@@ -200,3 +200,58 @@ def test_report_reads_a_cleanly_stopped_store_without_write_access(start, reader
     finally:
         base.chmod(0o755)
         shutil.rmtree(base)
+
+
+# --- 4. a collector that refuses to start leaves nothing behind ---------------
+
+def test_a_collector_that_cannot_start_creates_nothing(tmp_path):
+    import os
+    import socket
+
+    def listing():
+        return sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+
+    a_dir = tmp_path / "a-dir"
+    a_dir.mkdir()
+    before = listing()
+    done = run_cli("collect", "--udp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--db", a_dir)
+    assert done.returncode == 1 and "is a directory" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert listing() == before
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy_udp, socket.socket() as busy_tcp:
+        busy_udp.bind(("127.0.0.1", 0))
+        busy_tcp.bind(("127.0.0.1", 0))
+        busy_tcp.listen()
+        udp_port, tcp_port = busy_udp.getsockname()[1], busy_tcp.getsockname()[1]
+        for args in (("--udp", f"127.0.0.1:{udp_port}", "--http", "127.0.0.1:0"),
+                     ("--udp", "127.0.0.1:0", "--http", f"127.0.0.1:{tcp_port}")):
+            done = run_cli("collect", *args, "--db", tmp_path / "new" / "dirs" / "counts.sqlite3")
+            assert done.returncode == 1 and "already in use" in done.stderr, done.stderr
+            assert listing() == before, done.args
+
+    # A store that fails after it was created (a file size limit of 0: the
+    # first write fails) is removed with its lock and the directories made.
+    import resource
+    import subprocess
+
+    from support.collector_proc import cli_environ
+
+    def no_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+
+    done = subprocess.run([sys.executable, "-m", "popcon_site", "collect", "--udp", "127.0.0.1:0", "--http",
+                           "127.0.0.1:0", "--db", str(tmp_path / "made" / "counts.sqlite3")],
+                          capture_output=True, text=True, env=cli_environ(), stdin=subprocess.DEVNULL,
+                          preexec_fn=no_file_size, timeout=60)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert listing() == before
+
+    # An existing store of another prefix is refused and kept, lock and all.
+    store = tmp_path / "kept.sqlite3"
+    first = CollectorProcess(store, Prefix.unique().name)
+    assert first.stop()[0] == 0
+    kept = listing()
+    done = run_cli("collect", "--udp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--db", store,
+                   "--prefix", "other.prefix")
+    assert done.returncode == 1 and "holds counts for the prefix" in done.stderr, done.stderr
+    assert listing() == kept and os.path.getsize(store) > 0

@@ -347,7 +347,8 @@ def test_a_database_of_another_program_is_refused_and_left_untouched(tmp_path):
     done = run_cli("collect", "--udp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--db", db)
     assert_one_line_error(done.returncode, done.stderr, str(db), "another program")
     assert db.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["places.sqlite", "places.sqlite.lock"]
+    # Not even the lock file is left behind.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["places.sqlite"]
 
 
 # --- redaction --------------------------------------------------------------------------------
