@@ -239,13 +239,20 @@ def _count(text):
     return value
 
 
+# Below this the loop would spend its time writing unchanged totals (1e-9
+# made it spin); above it a SIGKILL could lose more than a second of counts.
+MIN_FLUSH_INTERVAL = 0.05
+MAX_FLUSH_INTERVAL = 1.0
+
+
 def _interval(text):
     try:
         value = float(text)
     except ValueError:
-        value = 0.0
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError("%r is not a number of seconds in (0, 1]" % (text,))
+        value = float("nan")
+    if not MIN_FLUSH_INTERVAL <= value <= MAX_FLUSH_INTERVAL:
+        raise argparse.ArgumentTypeError("%r is not a number of seconds from %g to %g"
+                                         % (text, MIN_FLUSH_INTERVAL, MAX_FLUSH_INTERVAL))
     return value
 
 
@@ -279,7 +286,8 @@ def build_parser():
                          help="most library series stored; new names past it are dropped and counted "
                          "(default: %(default)s)")
     collect.add_argument("--flush-interval", type=_interval, default=1.0, metavar="SECONDS",
-                         help="how often counts are written to the store, at most 1 (default: %(default)s)")
+                         help="how often counts are written to the store, from %g to %g (default: %%(default)s)"
+                         % (MIN_FLUSH_INTERVAL, MAX_FLUSH_INTERVAL))
 
     report = sub.add_parser(
         "report",

@@ -255,3 +255,20 @@ def test_a_collector_that_cannot_start_creates_nothing(tmp_path):
                    "--prefix", "other.prefix")
     assert done.returncode == 1 and "holds counts for the prefix" in done.stderr, done.stderr
     assert listing() == kept and os.path.getsize(store) > 0
+
+
+# --- 5. --flush-interval has a floor as well as a ceiling -----------------------
+
+@pytest.mark.parametrize("value", ["1e-9", "0", "0.049", "1.5", "nan", "inf", "-1", "soon"])
+def test_flush_interval_out_of_bounds_is_refused(tmp_path, value):
+    done = run_cli("collect", "--udp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--db", tmp_path / "db",
+                   f"--flush-interval={value}")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert f"{value!r} is not a number of seconds from 0.05 to 1" in done.stderr, done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("value", ["0.05", "1"])
+def test_flush_interval_bounds_are_accepted(start, value):
+    collector = start("--flush-interval", value)
+    assert collector.stop()[0] == 0
