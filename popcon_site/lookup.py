@@ -97,13 +97,41 @@ def _spellings(path):
     # a home directory that is itself a symlink (on clusters /home/u often
     # points into a parallel filesystem).  Comparing a single spelling let a
     # user's own installs through, so every check compares all of them.
-    absolute = os.path.abspath(path)
-    real = os.path.realpath(absolute)
+    try:
+        absolute = os.path.abspath(path)
+        real = os.path.realpath(absolute)
+    except (OSError, ValueError):
+        # A relative path when the working directory is gone: it names
+        # nothing any more, and the report must not be lost over it.
+        return (path,)
     return (absolute,) if real == absolute else (absolute, real)
 
 
 def _prefixes():
     return {sys.prefix, sys.exec_prefix, sys.base_prefix}
+
+
+def _account_home():
+    try:
+        import pwd  # built in; only needed for directories outside the environment
+
+        return pwd.getpwuid(os.getuid()).pw_dir
+    except (ImportError, KeyError, OSError):
+        return None
+
+
+# What the root of a project's own checkout holds.  Any project that was ever
+# built or installed in development mode has its *.egg-info or *.dist-info
+# there, and its name may be private; an installed tree never holds these.
+_CHECKOUT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
+
+
+def _checkout(path):
+    """The project checkout that ``path`` is, or is the src directory of, or None."""
+    for directory in (path, os.path.dirname(path)):
+        if any(os.path.exists(os.path.join(directory, marker)) for marker in _CHECKOUT_MARKERS):
+            return directory
+    return None
 
 
 def _private_places():
@@ -112,7 +140,10 @@ def _private_places():
     sites = _spellings(user_site) if user_site else ()
     # The home directory now, and the one the process started with: test
     # suites and sandboxes point HOME elsewhere before they exit.
-    candidates = {os.path.expanduser("~"), getattr(sys.modules.get("popcon_site"), "_startup_home", None)}
+    # And the account's own home, which HOME does not always name ("/" in
+    # containers run as an arbitrary uid).
+    candidates = {os.path.expanduser("~"), getattr(sys.modules.get("popcon_site"), "_startup_home", None),
+                  _account_home()}
     # A home of "/" would make every directory private.
     homes = tuple(h for home in candidates if home and home != "~" for h in _spellings(home) if h.rstrip(os.sep))
     prefixes = tuple(s for p in _prefixes() for s in _spellings(p))
@@ -122,9 +153,13 @@ def _private_places():
 def private_reason(path, places=None):
     """Why a directory holds a user's own installs, or None.
 
-    A user's own installs are those in the user site-packages, and those under
-    the home directory outside the environment's prefixes.  Their names can
-    be private, so they are not counted unless PYTHON_POPCONTEST_INCLUDE_USER=1.
+    A user's own installs are those in the user site-packages, and, outside
+    the environment's prefixes, those under the home directory (``$HOME``, the
+    one at start-up, or the account's) and those in a project's checkout
+    (a directory, or the parent of a ``src`` directory, holding
+    ``pyproject.toml``, ``setup.py``, ``setup.cfg`` or ``.git``).  Their names
+    can be private, so they are not counted unless
+    PYTHON_POPCONTEST_INCLUDE_USER=1.
     ``places`` is what :func:`_private_places` returns, computed once per search.
     """
     sites, homes, prefixes = places or _private_places()
@@ -132,8 +167,13 @@ def private_reason(path, places=None):
     if any(_under(p, s) for p in paths for s in sites):
         return "it is the user site-packages"
     for p in paths:
-        if any(_under(p, h) for h in homes) and not any(_under(p, x) for x in prefixes):
+        if any(_under(p, x) for x in prefixes):
+            continue
+        if any(_under(p, h) for h in homes):
             return "it is under the home directory, outside the environment"
+        checkout = _checkout(p)
+        if checkout:
+            return "it is in the project checkout %s, outside the environment" % checkout
     return None
 
 

@@ -25,10 +25,19 @@ def debug(message):
     replaced by the program, and the line must not depend on that.
     """
     if config.is_true(os.environ.get("PYTHON_POPCONTEST_DEBUG")):
-        try:
-            os.write(2, ("popcon-site: %s\n" % message).encode("utf-8", "backslashreplace"))
-        except Exception:
-            pass
+        _write_stderr("popcon-site: %s\n" % message)
+
+
+def _write_stderr(text):
+    # Started with stderr closed (2>&-), fd 2 may since have become a file
+    # of the program's own: the interpreter then has no sys.__stderr__, and
+    # nothing is written.
+    if sys.__stderr__ is None:
+        return
+    try:
+        os.write(2, text.encode("utf-8", "backslashreplace"))
+    except Exception:
+        pass
 
 
 def libraries_used(module_names, search_path, include_user=False, local=()):
@@ -41,8 +50,8 @@ def libraries_used(module_names, search_path, include_user=False, local=()):
     dirs = lookup.search_dirs(search_path, include_user, debug)
 
     def installed(module_name, directory):
-        if local and _shadowed(module_name, directory, search_path, local):
-            debug("not counting %s: loaded from the program's own directory" % module_name)
+        if _shadowed(module_name, directory, search_path, local):
+            debug("not counting %s: this copy is not the one installed in %s" % (module_name, directory))
             return False
         return True
 
@@ -75,8 +84,7 @@ def report(module_names, search_path, environ, local=()):
     datagrams = wire.pack_datagrams(lines)
     target = "%s:%d" % (settings.host, settings.port)
     if settings.dry_run:
-        text = "popcon-site: dry run, would send to %s:\n%s\n" % (target, "\n".join(lines))
-        os.write(2, text.encode("ascii", "backslashreplace"))
+        _write_stderr("popcon-site: dry run, would send to %s:\n%s\n" % (target, "\n".join(lines)))
         return
     try:
         wire.send_datagrams(settings.host, settings.port, datagrams)
@@ -139,13 +147,15 @@ def _search_path(baseline_path, local):
 
 
 def _shadowed(module_name, directory, path, local):
-    """Whether the module of that name is a local copy, not the installed one.
+    """Whether the module of that name is another copy, not the installed one.
 
-    It is when the longest ``sys.path`` entry holding its file is one of the
-    program's own directories (a local ``acme_widgets.py``), while the
-    installed distribution's code really is in ``directory``.  An editable
-    install keeps its code elsewhere, often in the very checkout being run,
-    so it is never a shadow.
+    It is when the module was loaded through another ``sys.path`` entry than
+    ``directory``, where the distribution is installed (the longest entry
+    holding its file decides: a local ``acme_widgets.py`` in the script's
+    directory, a ``six.py`` dropped into a PYTHONPATH directory), while the
+    distribution's code really is in ``directory``.  An editable install keeps
+    its code elsewhere, often in the very checkout being run, so it is never
+    a shadow.
     """
     try:
         module = sys.modules.get(module_name)
@@ -157,13 +167,13 @@ def _shadowed(module_name, directory, path, local):
             return False
         if where.startswith(directory) and where[len(directory):len(directory) + 1] == os.sep:
             return False  # the installed copy itself: the common case, decided at once
-        where = os.path.abspath(where)
-        best, best_is_local = "", False
-        for entry, is_local in [(e, False) for e in path] + [(e, True) for e in local]:
-            entry = os.path.abspath(entry).rstrip(os.sep) + os.sep
-            if where.startswith(entry) and len(entry) > len(best):
-                best, best_is_local = entry, is_local
-        if not best_is_local:
+        where = _absolute(where)
+        best = ""
+        for entry in (*path, *local):
+            entry = _absolute(entry) if type(entry) is str else None
+            if entry and where.startswith(entry.rstrip(os.sep) + os.sep) and len(entry) > len(best):
+                best = entry
+        if not best or best == directory or _absolute(best, os.path.realpath) == _absolute(directory, os.path.realpath):
             return False
         installed = os.path.join(directory, *module_name.split("."))
         if os.path.isdir(installed):

@@ -1,0 +1,94 @@
+"""A project's own checkout, wherever it lives, never names the project on the wire.
+
+Any setuptools project that was ever built or installed in development mode
+keeps its ``*.egg-info`` in its checkout, and HPC and lab projects live in
+/scratch or /srv as often as under $HOME.  These run real processes against a
+checkout outside the home directory.
+"""
+
+import os
+import subprocess
+
+import pytest
+
+from support import distributions as d
+from support.processes import clean_environ, run_python
+
+ACME = d.ACME.canonical
+SECRET = "acme-secret-project"
+
+
+@pytest.fixture
+def checkout(tmp_path):
+    """A project checkout outside $HOME with its package, metadata and a script in a subdirectory."""
+    root = tmp_path / "srv" / "secretproj"
+    d.write_egg_info(root, "acme_secret_project", "0.1", {"acme_secret_project/__init__.py": "X = 1\n"},
+                     ["acme_secret_project"], "3")
+    (root / "pyproject.toml").write_text('[project]\nname = "acme-secret-project"\nversion = "0.1"\n')
+    (root / "scripts").mkdir()
+    (root / "scripts" / "run.py").write_text(
+        "import os, sys\n"
+        "sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))\n"
+        "import acme_secret_project, acme_widgets\n"
+    )
+    return root
+
+
+def _run(venv, listener, prefix, args, **kwargs):
+    return run_python(venv.python, args, listener=listener, prefix=prefix, **kwargs)
+
+
+def test_checkout_added_to_sys_path_by_a_script_in_a_subdirectory(venv, listener, prefix, checkout):
+    result = _run(venv, listener, prefix, [str(checkout / "scripts" / "run.py")], cwd=checkout / "scripts", expect=1)
+    assert result.rc == 0, result
+    assert result.datagrams == [prefix.report(ACME)], result
+
+
+def test_checkout_on_pythonpath_from_a_subdirectory(venv, listener, prefix, checkout):
+    (checkout / "tests").mkdir()
+    result = _run(venv, listener, prefix, ["-c", "import acme_secret_project, acme_widgets"], cwd=checkout / "tests",
+                  env={"PYTHONPATH": str(checkout)}, expect=1)
+    assert result.datagrams == [prefix.report(ACME)], result
+
+
+def test_src_layout_checkout_on_pythonpath(venv, listener, prefix, tmp_path):
+    root = tmp_path / "work" / "proj"
+    src = root / "src"
+    d.write_egg_info(src, "acme_secret_project", "0.1", {"acme_secret_project/__init__.py": "X = 1\n"},
+                     ["acme_secret_project"], "3")
+    (root / "setup.cfg").write_text("[metadata]\nname = acme-secret-project\n")
+    result = _run(venv, listener, prefix, ["-c", "import acme_secret_project, acme_widgets"],
+                  env={"PYTHONPATH": str(src)}, expect=1)
+    assert result.datagrams == [prefix.report(ACME)], result
+
+
+def test_an_admin_can_count_checkouts_too(venv, listener, prefix, checkout):
+    result = _run(venv, listener, prefix, ["-c", "import acme_secret_project, acme_widgets"],
+                  env={"PYTHONPATH": str(checkout), "PYTHON_POPCONTEST_INCLUDE_USER": "1"}, expect=1)
+    assert result.datagrams == [prefix.report(ACME, SECRET)], result
+
+
+def test_a_copy_of_a_library_on_pythonpath_is_not_the_installed_library(venv, listener, prefix, tmp_path):
+    # A PYTHONPATH directory outside any checkout holding its own
+    # acme_widgets.py: the module imported is that copy, not the distribution.
+    shared = tmp_path / "opt" / "shared"
+    shared.mkdir(parents=True)
+    (shared / "acme_widgets.py").write_text("X = 'copy'\n")
+    result = _run(venv, listener, prefix, ["-c", "import acme_widgets, acmens.beta\nassert acme_widgets.X == 'copy'"],
+                  env={"PYTHONPATH": str(shared)}, expect=1)
+    assert result.rc == 0, result
+    assert result.datagrams == [prefix.report("acmens-beta")], result
+
+
+def test_dry_run_with_stderr_closed_never_writes_into_the_programs_files(venv, listener, prefix, tmp_path):
+    # Started with fd 2 closed (2>&-), the program's first open() gets fd 2.
+    script = "import acme_widgets\nf = open('data.txt', 'w')\nf.write('user data\\n')\nf.flush()\n"
+    env = clean_environ()
+    env.update({"PYTHON_POPCONTEST_DRY_RUN": "1", "PYTHON_POPCONTEST_DEBUG": "1",
+                "PYTHON_POPCONTEST_STATSD_HOST": "127.0.0.1", "PYTHON_POPCONTEST_STATSD_PORT": str(listener.port),
+                "PYTHON_POPCONTEST_STATSD_PREFIX": prefix.name})
+    proc = subprocess.run([str(venv.python), "-c", script], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                          stdin=subprocess.DEVNULL, preexec_fn=lambda: os.close(2), timeout=60)
+    assert proc.returncode == 0, proc
+    assert (tmp_path / "data.txt").read_text() == "user data\n"
+    assert listener.collect(expect=0) == []
