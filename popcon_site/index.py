@@ -526,11 +526,23 @@ def write_cache(kind, path, table):
         if not private_dir_ok(directory, create=True):
             raise PermissionError("%s is not a private directory of this user" % directory)
     else:
+        created = []
+        missing = directory
+        while missing and not os.path.isdir(missing):
+            created.append(missing)
+            missing = os.path.dirname(missing)
         os.makedirs(directory, exist_ok=True)
+        if kind == "environment":
+            # Shared by every user of the environment whatever the writer's
+            # umask (an admin's 077 made it unreadable, and every user rebuilt).
+            for made in created:
+                os.chmod(made, 0o755)
     data = marshal.dumps((FORMAT, CACHE_TAG, table))
     tmp = "%s.%d.tmp" % (path, os.getpid())
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
+        if kind == "environment":
+            os.fchmod(fd, 0o644)
         try:
             # os.write may write less than asked (a full disk writes what
             # fits, and only the next call fails): a single call installed a

@@ -5,11 +5,13 @@ regular file where a directory would have to be, which stops root too.
 """
 
 import os
+import stat
+import subprocess
 
 import pytest
 
 from support import distributions as d
-from support.processes import run_python
+from support.processes import clean_environ, run_python
 
 ACME = d.ACME.canonical
 SCRIPT = "import sys, acme_widgets\nprint('out')\nprint('err', file=sys.stderr)\nsys.exit(3)"
@@ -85,3 +87,17 @@ def test_corrupt_environment_cache_is_rebuilt(scratch_venv, listener, prefix):
         cache.write_bytes(b"\x00garbage")
     _run(scratch_venv, listener, prefix, {})
     assert all(cache.read_bytes() != b"\x00garbage" for cache in caches)
+
+
+def test_environment_cache_is_readable_by_every_user_whatever_the_umask(scratch_venv):
+    # An admin with umask 077 runs `popcon-site index`: the cache is shared by
+    # every user of the environment, so it must still be world-readable.
+    cli = scratch_venv.root / "bin" / "popcon-site"
+    proc = subprocess.run(["sh", "-c", f"umask 077 && exec {cli} index"], capture_output=True, text=True,
+                          env=clean_environ(), timeout=120)
+    assert proc.returncode == 0, proc
+    cache = scratch_venv.root / "var" / "cache" / "popcon-site"
+    for path in [scratch_venv.root / "var", cache.parent, cache]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o755, path
+    files = list(cache.glob("index-*.marshal"))
+    assert files and all(stat.S_IMODE(f.stat().st_mode) == 0o644 for f in files), files
