@@ -128,6 +128,17 @@ def venv(interp, shared_dir, core_wheel, synthetic_wheels) -> envs.Venv:
 
 
 @pytest.fixture(scope="session")
+def newest_venv(shared_dir, core_wheel, synthetic_wheels) -> envs.Venv:
+    """The shared venv of the newest interpreter found, for long lists of values
+    whose handling is the same pure Python on every version; a representative
+    few of each list also run on every interpreter."""
+    if not INTERPRETERS:
+        require("no Python 3.10-3.13 interpreter was found")
+    interp = INTERPRETERS[-1]
+    return _shared_venv(shared_dir, f"venv-{interp.id}", interp, _venv_wheels(core_wheel, synthetic_wheels))
+
+
+@pytest.fixture(scope="session")
 def hooked_venv(interp, shared_dir, core_wheel, synthetic_wheels) -> envs.Venv:
     """Like ``venv``, plus .pth files on both sides of ours and a sitecustomize, each importing a library."""
     return _shared_venv(shared_dir, f"hooked-venv-{interp.id}", interp,

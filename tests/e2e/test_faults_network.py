@@ -8,7 +8,6 @@ for byte (support/faults.py).
 
 import pytest
 
-import conftest
 from conftest import require
 from support import distributions as d
 from support import faults
@@ -25,18 +24,6 @@ def case(venv, listener, prefix):
         kwargs.setdefault("listener", listener)
         return faults.twin(wrap(cmd) if wrap else cmd, prefix=prefix, env=env, expect=expect, **kwargs)
     return case
-
-
-@pytest.fixture(scope="session")
-def newest_venv(shared_dir, core_wheel, synthetic_wheels):
-    """The shared venv of the newest interpreter found.  Settings are parsed by
-    pure Python that does not differ between versions: every odd value runs
-    there, and a few run on every interpreter (test_bad_settings_*)."""
-    if not conftest.INTERPRETERS:
-        require("no Python 3.10-3.13 interpreter was found")
-    interp = conftest.INTERPRETERS[-1]
-    return conftest._shared_venv(shared_dir, f"venv-{interp.id}", interp,
-                                 conftest._venv_wheels(core_wheel, synthetic_wheels))
 
 
 @pytest.fixture

@@ -39,18 +39,6 @@ def case(venv, listener, prefix, tmp_path):
     return _case(venv.python, listener, prefix, tmp_path)
 
 
-@pytest.fixture(scope="session")
-def newest_venv(shared_dir, core_wheel, synthetic_wheels):
-    """The shared venv of the newest interpreter found, for long lists of values
-    whose handling is the same pure Python on every version; a representative
-    few of each list also run on every interpreter."""
-    if not conftest.INTERPRETERS:
-        require("no Python 3.10-3.13 interpreter was found")
-    interp = conftest.INTERPRETERS[-1]
-    return conftest._shared_venv(shared_dir, f"venv-{interp.id}", interp,
-                                 conftest._venv_wheels(core_wheel, synthetic_wheels))
-
-
 @pytest.fixture
 def newest_case(newest_venv, listener, prefix, tmp_path):
     return _case(newest_venv.python, listener, prefix, tmp_path)
