@@ -6,9 +6,10 @@
 # * it imports nothing that is not already loaded at start-up;
 # * it does the least that can be done at start-up: check the opt-out and
 #   install a one-shot finder that, once site has finished, takes the baseline
-#   and registers the exit handler and the fork hook.  Settings, MPI ranks, the index and the
-#   network are all dealt with at exit, in popcon_site.reporter, and only in
-#   processes that imported something outside the standard library;
+#   and registers the exit handler and the fork hook.  Settings, MPI ranks,
+#   the index and the network are all dealt with at exit, in
+#   popcon_site.reporter, and only in processes that imported something
+#   outside the standard library;
 # * it never raises and never prints (debug output lives in the reporter).
 #
 # It is the package __init__ rather than a submodule because every module
@@ -52,13 +53,20 @@ def _take_baseline():
     _meta_path = tuple(sys.meta_path)
     _path_hooks = tuple(sys.path_hooks)
     _baseline_pid = os.getpid()
-    path = sys.path
+    path = list(sys.path)
     # The interpreter puts the script's directory (or the cwd) at sys.path[0]
-    # after site has run.  Local code lives there, never an installed
-    # distribution, and its mtime changes all the time: keep it out of the index.
-    if path and path[0] not in _startup_path:
-        _script_entry = path[0]
-        path = path[1:]
+    # after site has run, unless -I, -P or PYTHONSAFEPATH.  Local code lives
+    # there, never an installed distribution, and its mtime changes all the
+    # time: keep it out of the index.  A script that inserted directories of
+    # its own before its first import pushed it behind them: it is the last
+    # of the new entries at the front.
+    flags = sys.flags
+    if not (flags.isolated or getattr(flags, "safe_path", False)):
+        new = 0
+        while new < len(path) and path[new] not in _startup_path:
+            new += 1
+        if new:
+            _script_entry = path.pop(new - 1)
     _search_path = tuple(path)
 
 
