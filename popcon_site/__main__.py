@@ -2,7 +2,12 @@
 
 import sys
 
-from popcon_site.cli import main
-
 if __name__ == "__main__":
+    try:
+        from popcon_site.cli import main
+    except KeyboardInterrupt:
+        # Ctrl-C while the command is still loading.
+        if sys.stderr is not None:
+            sys.stderr.write("popcon-site: interrupted\n")
+        sys.exit(130)
     sys.exit(main())

@@ -6,6 +6,7 @@ Each subcommand imports what it needs when it runs, so ``status`` and
 
 import argparse
 import os
+import signal
 import sys
 
 from popcon_site import __version__, config
@@ -20,6 +21,73 @@ EXIT_USAGE = 2
 
 class CommandError(Exception):
     """A problem the user can fix, reported as one line without a traceback."""
+
+
+class OutputError(CommandError):
+    """Standard output is closed or cannot be written (a full disk, /dev/full)."""
+
+
+def _write_out(text):
+    """Write to standard output and flush, so that a failed write is one
+    clear error here rather than a traceback (or an "Exception ignored"
+    message when the interpreter flushes at exit)."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OutputError("cannot write to standard output: %s" % (exc.strerror or exc)) from None
+
+
+def _discard_stdout():
+    """Point fd 1 at /dev/null, so that whatever is still buffered for it
+    does not fail again when the interpreter flushes at exit."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        os.dup2(fd, 1)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _say(line):
+    """One line on stderr, if there is a stderr to write to."""
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except (AttributeError, OSError, ValueError):
+        pass
+
+
+def _closed_standard_fds():
+    """Open /dev/null on standard descriptors the caller closed (`>&-`), so
+    that no file or socket this process opens lands on fd 1 or 2 and gets
+    written to as if it were a terminal.  Returns the closed ones."""
+    closed = []
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            closed.append(fd)
+    for fd in closed:
+        try:
+            null = os.open(os.devnull, os.O_RDWR)
+        except OSError:
+            break
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+    if 2 in closed or sys.stderr is None:
+        try:
+            sys.stderr = open(2, "w", closefd=False)
+        except OSError:
+            pass
+    return closed
 
 
 def default_db():
@@ -45,7 +113,28 @@ def _need_collector_extra(exc):
 # --- collect -----------------------------------------------------------------
 
 
-def cmd_collect(args):
+class _StopRequest:
+    """Set by SIGTERM, SIGINT or SIGHUP: the collector drains, writes its
+    counts and exits 0.  Installed before anything else of collect runs, so
+    that a signal at any moment of the start-up is a clean stop too."""
+
+    SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name))
+
+    def __init__(self):
+        self.requested = False
+
+    def __call__(self, signum, frame):
+        self.requested = True
+
+    def install(self):
+        self._previous = {signum: signal.signal(signum, self) for signum in self.SIGNALS}
+
+    def uninstall(self):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def cmd_collect(args, stop):
     try:
         from popcon_site.collector import server
         from popcon_site.collector.store import StoreError
@@ -57,7 +146,8 @@ def cmd_collect(args):
     except server.CollectorError as exc:
         raise CommandError(str(exc)) from None
     try:
-        server.run(udp, http, args.db, args.prefix, args.max_series, args.flush_interval)
+        server.run(udp, http, args.db, args.prefix, args.max_series, args.flush_interval, out=sys.stdout,
+                   stop=stop)
     except ImportError as exc:
         raise _need_collector_extra(exc) from None
     except (server.CollectorError, StoreError) as exc:
@@ -82,7 +172,7 @@ def cmd_report(args):
     except (sources.SourceError, report.UnusedError, ValueError) as exc:
         raise CommandError(str(exc)) from None
     render = report.render_json if args.json else report.render_table
-    sys.stdout.write(render(counts, args.min_count, args.versions, unused_result))
+    _write_out(render(counts, args.min_count, args.versions, unused_result))
     return EXIT_OK
 
 
@@ -141,22 +231,22 @@ def cmd_status(args, environ):
 
     active, reason = activity(environ)
     settings = config.settings_from_environ(environ)
-    out = sys.stdout
-    out.write("popcon-site %s for %s (Python %s)\n" % (__version__, sys.executable, sys.version.split()[0]))
-    out.write("status:      %s\n" % ("ACTIVE: " + reason if active else "INACTIVE: " + reason))
-    out.write("host:        %s\n" % settings.host)
-    out.write("port:        %s\n" % settings.port)
-    out.write("prefix:      %s (denominator %s)\n" % (settings.prefix, config.denominator_name(settings.prefix)))
-    out.write("versions:    %s\n" % ("sent as a version tag" if settings.versions else "not sent"))
-    out.write("user installs: %s\n" % ("counted" if settings.include_user else "not counted"))
+    out = []
+    out.append("popcon-site %s for %s (Python %s)\n" % (__version__, sys.executable, sys.version.split()[0]))
+    out.append("status:      %s\n" % ("ACTIVE: " + reason if active else "INACTIVE: " + reason))
+    out.append("host:        %s\n" % settings.host)
+    out.append("port:        %s\n" % settings.port)
+    out.append("prefix:      %s (denominator %s)\n" % (settings.prefix, config.denominator_name(settings.prefix)))
+    out.append("versions:    %s\n" % ("sent as a version tag" if settings.versions else "not sent"))
+    out.append("user installs: %s\n" % ("counted" if settings.include_user else "not counted"))
     if settings.dry_run:
-        out.write("reports go:  nowhere; dry run writes the lines to stderr\n")
+        out.append("reports go:  nowhere; dry run writes the lines to stderr\n")
     else:
-        out.write("reports go:  statsd over UDP to %s:%s\n" % (settings.host, settings.port))
+        out.append("reports go:  statsd over UDP to %s:%s\n" % (settings.host, settings.port))
     if settings.debug:
-        out.write("debug:       on (diagnostics on stderr)\n")
+        out.append("debug:       on (diagnostics on stderr)\n")
     dirs = index.search_dirs(_search_path(), settings.include_user)
-    out.write("index:       %d directories\n" % len(dirs))
+    out.append("index:       %d directories\n" % len(dirs))
     for state in index.cache_state(dirs):
         if not state["exists"]:
             desc = "absent"
@@ -164,7 +254,8 @@ def cmd_status(args, environ):
             desc = "%d of %d directories fresh, rebuilt at the next report" % (len(state["fresh"]), len(dirs))
         else:
             desc = "fresh"
-        out.write("  %-11s %s: %s\n" % (state["kind"], state["path"], desc))
+        out.append("  %-11s %s: %s\n" % (state["kind"], state["path"], desc))
+    _write_out("".join(out))
     return EXIT_OK
 
 
@@ -192,7 +283,7 @@ def cmd_index(args):
             % (kind, path, exc.strerror or exc)
         ) from None
     roots = sum(index.count_roots(entry) for entry in table.values())
-    sys.stdout.write("indexed %d directories (%d modules) into %s\n" % (len(table), roots, path))
+    _write_out("indexed %d directories (%d modules) into %s\n" % (len(table), roots, path))
     return EXIT_OK
 
 
@@ -203,9 +294,10 @@ def cmd_mapping(args):
     from popcon_site.collector.mapping import mapping_yaml
 
     try:
-        sys.stdout.write(mapping_yaml(args.prefix))
+        text = mapping_yaml(args.prefix)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
+    _write_out(text)
     return EXIT_OK
 
 
@@ -334,6 +426,22 @@ def build_parser():
 
 
 def main(argv=None):
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        # Ctrl-C before collect set its own handlers, or during another
+        # command: an interruption, not a crash.
+        _say("%s: interrupted" % PROG)
+        return 128 + signal.SIGINT
+
+
+def _main(argv):
+    # collect treats these signals as a request to stop cleanly; set that up
+    # before anything else, so that a signal during start-up (the imports,
+    # the argument parsing) is a clean stop too and never a traceback.
+    stop = _StopRequest()
+    stop.install()
+    closed = _closed_standard_fds()
     # The settings the user's processes see, before this process opts out.
     environ = dict(os.environ)
     # This is admin tooling: its own imports (prometheus_client, ...) are not
@@ -343,14 +451,23 @@ def main(argv=None):
     os.environ["PYTHON_POPCONTEST_DISABLE"] = "1"
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command != "collect":
+        # The other commands are interrupted by Ctrl-C as usual.
+        stop.uninstall()
+        if stop.requested:
+            raise KeyboardInterrupt
     if args.command == "collect" and args.db is None:
         args.db = default_db()
     if args.command == "report":
         if args.prometheus is None and (args.range or args.match):
             parser.error("--range and --match need --prometheus")
     try:
+        if 1 in closed or sys.stdout is None:
+            # Every command writes its result, or collect its start line,
+            # there; and fd 1 is /dev/null now, so nothing would be seen.
+            raise OutputError("standard output is closed; redirect it to a file or /dev/null instead")
         if args.command == "collect":
-            return cmd_collect(args)
+            return cmd_collect(args, stop)
         if args.command == "report":
             return cmd_report(args)
         if args.command == "status":
@@ -359,12 +476,19 @@ def main(argv=None):
             return cmd_index(args)
         return cmd_mapping(args)
     except CommandError as exc:
-        sys.stderr.write("%s %s: error: %s\n" % (PROG, args.command, exc))
+        if isinstance(exc, OutputError) or _stdout_fails():
+            _discard_stdout()
+        _say("%s %s: error: %s" % (PROG, args.command, exc))
         return EXIT_ERROR
     except BrokenPipeError:
         # `popcon-site report | head`: the reader left; that is not an error.
-        try:
-            sys.stdout = open(os.devnull, "w")
-        except OSError:
-            pass
+        _discard_stdout()
         return EXIT_OK
+
+
+def _stdout_fails():
+    try:
+        sys.stdout.flush()
+    except (AttributeError, OSError, ValueError):
+        return True
+    return False

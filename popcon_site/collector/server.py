@@ -1,8 +1,8 @@
 """``popcon-site collect``: statsd over UDP in, SQLite and /metrics out.
 
 One thread receives datagrams, parses them and flushes the store on a timer;
-a second thread serves /metrics.  SIGTERM and SIGINT end the loop after a
-last drain of the socket and a last flush.
+a second thread serves /metrics.  SIGTERM, SIGINT and SIGHUP end the loop
+after a last drain of the socket and a last flush.
 """
 
 import errno
@@ -146,9 +146,11 @@ class _Stop:
         self.requested = True
 
 
-def run(udp, http, db, prefix, max_series, flush_interval, out=sys.stdout):
-    """Collect until SIGTERM or SIGINT.  Raises CollectorError or StoreError
-    for problems an admin must fix; returns normally after a clean stop.
+def run(udp, http, db, prefix, max_series, flush_interval, out=None, stop=None):
+    """Collect until SIGTERM or SIGINT (or ``stop.requested`` is set, when
+    the caller handles the signals itself).  Raises CollectorError or
+    StoreError for problems an admin must fix; returns normally after a
+    clean stop.
 
     Nothing is created before the store path is checked and both sockets
     are bound, and a collector that cannot start removes what it created."""
@@ -174,19 +176,24 @@ def run(udp, http, db, prefix, max_series, flush_interval, out=sys.stdout):
         threading.Thread(target=httpd.serve_forever, name="popcon-site-http", daemon=True).start()
         serving = True
 
-        stop = _Stop()
         os.set_blocking(wake_w, False)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            old_handlers[signum] = signal.signal(signum, stop)
+        if stop is None:
+            stop = _Stop()
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                old_handlers[signum] = signal.signal(signum, stop)
 
         udp_host, udp_port = udp_sock.getsockname()[:2]
         http_host, http_port = httpd.socket.getsockname()[:2]
-        out.write(
-            "popcon-site collect: listening on udp %s and http://%s/metrics, storing in %s (prefix %s)\n"
-            % (_show(udp_host, udp_port), _show(http_host, http_port), os.path.abspath(db), prefix)
-        )
-        out.flush()
+        out = out if out is not None else sys.stdout
+        try:
+            out.write(
+                "popcon-site collect: listening on udp %s and http://%s/metrics, storing in %s (prefix %s)\n"
+                % (_show(udp_host, udp_port), _show(http_host, http_port), os.path.abspath(db), prefix)
+            )
+            out.flush()
+        except OSError as exc:
+            raise CollectorError("cannot write to standard output: %s" % (exc.strerror or exc)) from None
         started = True
         _loop(udp_sock, wake_r, store, parser, flush_interval, stop)
         # Whatever the kernel already queued was sent before the stop.

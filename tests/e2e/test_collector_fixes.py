@@ -272,3 +272,119 @@ def test_flush_interval_out_of_bounds_is_refused(tmp_path, value):
 def test_flush_interval_bounds_are_accepted(start, value):
     collector = start("--flush-interval", value)
     assert collector.stop()[0] == 0
+
+
+# --- 6. closed or full standard output, early signals, SIGHUP --------------------
+
+def _shell(command: str, tmp_path: Path):
+    import subprocess
+
+    from support.collector_proc import cli_environ
+
+    env = cli_environ()
+    env["PYTHON"] = sys.executable
+    return subprocess.run(["sh", "-c", command], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          stdin=subprocess.DEVNULL, timeout=60)
+
+
+COMMANDS = {
+    "collect": "collect --udp 127.0.0.1:0 --http 127.0.0.1:0 --db store/counts.sqlite3",
+    "report": "report --db store/counts.sqlite3",
+    "status": "status",
+    "mapping": "mapping",
+}
+
+
+@pytest.fixture
+def store_dir(tmp_path):
+    collector = CollectorProcess(tmp_path / "store" / "counts.sqlite3", "python_popcon.library_used")
+    collector.send(b"python_popcon.library_used.numpy:1|c")
+    collector.fence()
+    assert collector.stop()[0] == 0
+    return tmp_path / "store"
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+@pytest.mark.parametrize("redirect, message", [
+    (">&-", "standard output is closed"),
+    (">/dev/full", "cannot write to standard output: No space left on device"),
+])
+def test_unwritable_stdout_is_one_line_not_a_traceback(tmp_path, store_dir, command, redirect, message):
+    import os
+
+    if redirect == ">/dev/full" and not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    before = sorted(os.listdir(store_dir))
+    done = _shell(f'"$PYTHON" -m popcon_site {COMMANDS[command]} {redirect}', tmp_path)
+    assert done.returncode == 1, done
+    assert done.stderr.startswith(f"popcon-site {command}: error: {message}"), done.stderr
+    assert done.stderr.count("\n") == 1 and "Exception" not in done.stderr, done.stderr
+    if command == "collect":
+        # It created nothing, or removed what it had.
+        assert sorted(os.listdir(store_dir)) == before
+    # Without a stderr either, still no crash: the exit code says it.
+    done = _shell(f'"$PYTHON" -m popcon_site {COMMANDS[command]} {redirect} 2>&-', tmp_path)
+    assert done.returncode == 1, done
+
+
+def test_sighup_stops_collect_cleanly_with_a_last_flush(start):
+    import signal
+
+    from popcon_site.collector.store import read_counts
+
+    collector = start()
+    p = collector.prefix
+    collector.send(*[f"{p}.numpy:1|c".encode()] * 3)
+    collector.fence()
+    rc, err = collector.stop(signal.SIGHUP)
+    assert rc == 0 and "Traceback" not in err, err
+    _, snap = read_counts(str(collector.db))
+    assert snap.libraries == {("numpy", ""): 3} and snap.reports == 1
+
+
+def _mapped(pid: int, fragment: str) -> bool:
+    try:
+        return fragment in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("milestone", ["spawned", "interpreter", "sqlite3", "socket bound"])
+def test_a_signal_during_start_up_is_never_a_traceback(tmp_path, milestone):
+    """SIGINT at successive points of collect's start-up, each found by
+    watching the process itself, never by waiting a fixed time."""
+    import signal
+    import subprocess
+
+    from support.collector_proc import cli_environ, socket_addresses
+
+    proc = subprocess.Popen([sys.executable, "-m", "popcon_site", "collect", "--udp", "127.0.0.1:0",
+                             "--http", "127.0.0.1:0", "--db", str(tmp_path / "counts.sqlite3")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                            env=cli_environ())
+    try:
+        if milestone == "interpreter":
+            wait_until(lambda: proc.poll() is not None or _mapped(proc.pid, "libpython")
+                       or _mapped(proc.pid, "_struct") or _mapped(proc.pid, "encodings"), "the interpreter")
+        elif milestone == "sqlite3":
+            # The store's module: imported after collect set its handlers,
+            # before the ports are bound.
+            give_up = __import__("time").monotonic() + 60
+            while proc.poll() is None and not _mapped(proc.pid, "_sqlite3"):
+                assert __import__("time").monotonic() < give_up, "sqlite3 never loaded"
+        elif milestone == "socket bound":
+            wait_until(lambda: proc.poll() is not None or socket_addresses(proc.pid), "a bound socket")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    # Killed before Python set its handler, an interruption (130), or a
+    # clean stop (0) once collect's own handlers were in place.
+    assert proc.returncode in (0, 130, -signal.SIGINT), (proc.returncode, err)
+    if proc.returncode == 130:
+        assert err == "popcon-site: interrupted\n", err
+    if milestone in ("sqlite3", "socket bound"):
+        assert proc.returncode == 0, (proc.returncode, err)
