@@ -11,6 +11,17 @@ from support.environments import pip_target
 ACME = d.ACME.canonical
 
 
+@pytest.mark.parametrize("flags", [[], ["-I"]], ids=["default", "isolated"])
+def test_system_tree_inserted_first_before_any_import_is_reported(run, prefix, hpc_tree, tmp_path, flags):
+    # The tree goes in front of the script's own directory before the first
+    # import, which is when the baseline is taken.
+    script = tmp_path / "launcher.py"
+    script.write_text(f"import sys\nsys.path.insert(0, {str(hpc_tree)!r})\nimport hpctool\n")
+    result = run(*flags, str(script), expect=1)
+    assert result.rc == 0, result
+    assert result.datagrams == [prefix.report("hpc-tool")], result
+
+
 @pytest.fixture
 def hpc_tree(venv, synthetic_wheels, tmp_path):
     """A system module tree outside the venv, as HPC sites add through PYTHONPATH."""
