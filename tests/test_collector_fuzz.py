@@ -36,6 +36,8 @@ def check_result(raw: bytes, result) -> None:
     if outcome != ACCEPTED:
         assert key is None and count == 0, (raw, result)
         return
+    # Only whole counts of processes, at least one.
+    assert count >= 1 and count.is_integer(), (raw, result)
     text = raw.decode("utf-8")  # accepted lines are valid UTF-8
     assert "\n" not in text and len(text) <= 1024
     if key is None:
@@ -70,6 +72,8 @@ def test_every_well_formed_counter_is_counted_exactly(library, value, rate, vers
     count = value / rate if rate is not None else float(value)
     assume(len(line) <= 1024)
     outcome, key, parsed = LineParser(PREFIX).parse(line.encode())
+    if rate is not None and count <= MAX_VALUE:
+        count = float(math.floor(count + 0.5))
     if count > MAX_VALUE:
         # More than a billion processes in one line is not a count: refused whole.
         assert (outcome, key, parsed) == ("malformed", None, 0.0)

@@ -8,6 +8,9 @@ The collector accepts exactly two shapes of line for its prefix ``P``:
 * ``<denominator>:<value>|c[|@<rate>]``, the per-process denominator
   (:func:`popcon_site.config.denominator_name`).
 
+A value counts processes, so it must be a whole number of at least 1; a
+sample rate scales it, rounded to the nearest whole number (halves up).
+
 Every other line is classified by what is wrong with it and dropped, so one
 bad sender never stops the others from being counted.
 
@@ -18,6 +21,10 @@ bad sender never stops the others from being counted.
 ('accepted', ('numpy', '1.26.4'), 2.0)
 >>> parser.parse(b"python_popcon.reports:1|c")
 ('accepted', None, 1.0)
+>>> parser.parse(b"python_popcon.library_used.numpy:1|c|@0.4")
+('accepted', ('numpy', ''), 3.0)
+>>> parser.parse(b"python_popcon.library_used.numpy:0.5|c")
+('malformed', None, 0.0)
 >>> parser.parse(b"python_popcon.library_used.numpy:1|g")
 ('other_type', None, 0.0)
 >>> parser.parse(b"other.thing:1|c")
@@ -132,7 +139,9 @@ class LineParser:
             if kind in _OTHER_TYPES and value is not None:
                 return (OTHER_TYPE, None, 0.0)
             return _NOT_OURS
-        if value is None or value > MAX_VALUE:
+        # A count of processes is a whole number, at least 1: "0.5", "1e-05"
+        # and "0" would make fractional or empty series.
+        if value is None or value > MAX_VALUE or value < 1.0 or not value.is_integer():
             return _NOT_OURS
         rate = None
         tags = None
@@ -147,9 +156,15 @@ class LineParser:
                     return _NOT_OURS
             else:
                 return _NOT_OURS
-        count = value / rate if rate is not None else value
-        if count > MAX_VALUE:
-            return _NOT_OURS
+        count = value
+        if rate is not None:
+            scaled = value / rate
+            if scaled > MAX_VALUE:
+                return _NOT_OURS
+            # A sampled line stands for value/rate lines, rounded to the
+            # nearest whole number, halves up (1|c|@0.4 counts 3, @0.3 counts
+            # 3); it is never less than the value itself, so at least 1.
+            count = float(math.floor(scaled + 0.5))
 
         if name == self.denominator:
             return (ACCEPTED, None, count)

@@ -104,7 +104,10 @@ def _foreign_tables(conn):
 
 def _load(conn):
     libraries = {}
-    for library, version, count in conn.execute("SELECT library, version, count FROM library_used"):
+    # Counts of 0 (accepted before only whole counts of at least 1 were) are
+    # no series: they would take room under the cap, and Prometheus, which
+    # drops them from a sum, would disagree with the store.
+    for library, version, count in conn.execute("SELECT library, version, count FROM library_used WHERE count > 0"):
         libraries[(library, version)] = count
     totals = dict(conn.execute("SELECT name, count FROM totals"))
     lines = {outcome: int(totals.get(_LINE_TOTAL + outcome, 0)) for outcome in OUTCOMES}

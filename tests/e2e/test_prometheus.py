@@ -140,3 +140,52 @@ def test_report_from_an_unreachable_prometheus_is_a_clean_error():
 def test_report_refuses_bad_promql_pieces(args, message):
     done = popcon_site("report", "--prometheus", "http://127.0.0.1:1", *args, check=False)
     assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_only_whole_positive_counts_so_the_store_and_prometheus_agree(tmp_path, prometheus_for):
+    """Fractional and zero counts are malformed; a zero series left by an
+    older collector is no series at all, in the store, on /metrics, under
+    the cap, and so in Prometheus."""
+    import sqlite3
+
+    from popcon_site.config import denominator_name
+
+    prefix = Prefix.unique().name
+    db = tmp_path / "counts.sqlite3"
+    first = Collector(db, prefix)
+    first.send(("%s.numpy:1|c" % prefix).encode())
+    first.fence()
+    first.stop()
+    # What an older collector stored for `<prefix>.ghost:0|c`.
+    with sqlite3.connect(db) as conn:
+        conn.execute("INSERT INTO library_used VALUES ('ghost', '', 0.0)")
+    conn.close()
+
+    collector = Collector(db, prefix, "--max-series", "2")
+    try:
+        p = collector.prefix.encode()
+        refused = [p + b".numpy:0.5|c", p + b".numpy:1e-05|c", p + b".numpy:0|c", p + b".zero:0|c",
+                   p + b".numpy:1.5|c|@0.5", denominator_name(collector.prefix).encode() + b":0|c"]
+        collector.send(*refused, p + b".numpy:1|c|@0.4", p + b".attrs:2.0|c")
+        collector.fence()
+        assert collector.lines("malformed") == len(refused)
+        # The zero series took no room under the cap of 2: attrs got in.
+        assert collector.library("attrs") == 2 and collector.library("numpy") == 4  # 1 + 1/0.4 rounded
+        assert ("python_popcon_library_used_total", frozenset({("library", "ghost")})) not in collector.samples()
+        from_db = stored_report(collector.db, 2)
+        assert from_db["libraries"] == {"numpy": 4, "attrs": 2}, from_db
+        table = popcon_site("report", "--db", collector.db).stdout
+        assert "." not in "".join(line.split()[1] for line in table.splitlines()[3:]), table
+
+        url = prometheus_for(collector)
+        answers = []
+
+        def scraped():
+            done = popcon_site("report", "--prometheus", url, "--json", check=False)
+            answers.append(json.loads(done.stdout) if done.returncode == 0 else done.stderr)
+            return done.returncode == 0 and answers[-1]["processes"] == from_db["processes"]
+
+        wait_until(scraped, "Prometheus to scrape the collector (last answer: %r)" % (answers[-1:],), deadline=60)
+        assert answers[-1] == from_db
+    finally:
+        collector.kill()
