@@ -217,7 +217,7 @@ def activity(environ, flags=sys.flags):
     settings = config.settings_from_environ(environ)
     if settings.problems:
         return False, "installed, but sends nothing: " + "; ".join(settings.problems)
-    return True, "active (%s)" % pth
+    return True, "reports at exit (%s)" % pth
 
 
 def _search_path():
@@ -245,7 +245,9 @@ def cmd_status(args, environ):
         out.append("reports go:  statsd over UDP to %s:%s\n" % (settings.host, settings.port))
     if settings.debug:
         out.append("debug:       on (diagnostics on stderr)\n")
-    dirs = index.search_dirs(_search_path(), settings.include_user)
+    # Only directories that exist, as `popcon-site index` counts them: sys.path
+    # names a pythonXY.zip that is usually not there.
+    dirs = [d for d in index.search_dirs(_search_path(), settings.include_user) if os.path.isdir(d)]
     out.append("index:       %d directories\n" % len(dirs))
     for state in index.cache_state(dirs):
         if not state["exists"]:
@@ -311,6 +313,12 @@ def _prefix(text):
     return text
 
 
+def _path(text):
+    if not text:
+        raise argparse.ArgumentTypeError("the path is empty")
+    return text
+
+
 def _positive_int(text):
     try:
         value = int(text)
@@ -370,7 +378,7 @@ def build_parser():
                          help="where to receive statsd lines (default: %(default)s)")
     collect.add_argument("--http", default="127.0.0.1:9102", metavar="HOST:PORT",
                          help="where to serve /metrics (default: %(default)s)")
-    collect.add_argument("--db", default=None, metavar="PATH",
+    collect.add_argument("--db", type=_path, default=None, metavar="PATH",
                          help="SQLite store file (default: %s)" % default_db())
     collect.add_argument("--prefix", type=_prefix, default=config.DEFAULT_PREFIX,
                          help="statsd prefix the reporters use (default: %(default)s)")
@@ -387,7 +395,7 @@ def build_parser():
         description="Show how many reporting processes used each library, from a store file or Prometheus.",
     )
     source = report.add_mutually_exclusive_group()
-    source.add_argument("--db", metavar="PATH",
+    source.add_argument("--db", type=_path, metavar="PATH",
                         help="store file of `popcon-site collect` (default: %s); safe to read while it runs"
                         % default_db())
     source.add_argument("--prometheus", metavar="URL",

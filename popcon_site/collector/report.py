@@ -45,7 +45,8 @@ def _interpreter_paths(python):
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise UnusedError("cannot run %s: %s" % (python, getattr(exc, "strerror", None) or exc)) from None
     if done.returncode != 0:
-        raise UnusedError("%s -c ... failed: %s" % (python, done.stderr.strip().splitlines()[-1:] or done.returncode))
+        last = done.stderr.strip().splitlines()[-1:]
+        raise UnusedError("%s -c ... failed: %s" % (python, last[0] if last else "exit code %d" % done.returncode))
     try:
         return json.loads(done.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):

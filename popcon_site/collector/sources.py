@@ -90,6 +90,19 @@ def _split_matchers(text):
     return parts
 
 
+def check_url(base_url):
+    """Return a Prometheus base URL, or raise SourceError if it cannot be one."""
+    try:
+        parts = urllib.parse.urlsplit(base_url)
+        parts.port  # a port that is not a number raises here
+    except ValueError as exc:
+        raise SourceError("%r is not a valid URL: %s" % (base_url, exc)) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SourceError("%r is not a valid URL: give the server's base URL, such as http://prometheus:9090"
+                          % (base_url,))
+    return base_url
+
+
 def _query(base_url, promql, timeout):
     url = base_url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": promql})
     try:
@@ -130,6 +143,7 @@ def counts_from_prometheus(base_url, window=None, matchers="", timeout=30):
     from zero).  With a window such as ``30d`` it sums their increase over
     that window, which survives exporter restarts.
     """
+    check_url(base_url)
     selector = "{%s}" % matchers if matchers else ""
 
     def expression(metric):

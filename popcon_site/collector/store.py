@@ -119,6 +119,9 @@ def read_counts(path):
     collector that may be writing it.  Returns ``(prefix, Snapshot)``."""
     if not os.path.exists(path):
         raise StoreError("%s does not exist; is `popcon-site collect --db %s` running, or did it ever run?" % (path, path))
+    if os.path.isdir(path):
+        raise StoreError("%s is a directory, not a store file; give --db the file `popcon-site collect` writes"
+                         % (path,))
     try:
         try:
             meta, loaded = _read(path)

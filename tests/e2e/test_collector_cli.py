@@ -93,3 +93,20 @@ def test_collect_without_the_collector_extra_says_what_to_install(venv, tmp_path
                           capture_output=True, text=True, env=clean_environ())
     assert done.returncode == 1, done
     assert "Traceback" not in done.stderr and "popcon-site[collector]" in done.stderr
+
+
+def test_status_wording_and_its_directory_count_agree_with_index(scratch_venv):
+    import re
+    import subprocess
+
+    out = status(scratch_venv.python).stdout
+    line = [entry for entry in out.splitlines() if entry.startswith("status:")][0]
+    # Not "ACTIVE: active (...)".
+    assert re.match(r"status: +ACTIVE: reports at exit \(.*popcon_site\.pth\)$", line), line
+    counted = int(re.search(r"^index: +(\d+) directories$", out, re.M).group(1))
+    done = subprocess.run([str(scratch_venv.root / "bin" / "popcon-site"), "index"], capture_output=True, text=True,
+                          env=clean_environ())
+    assert done.returncode == 0, done.stderr
+    indexed = int(re.match(r"indexed (\d+) directories", done.stdout).group(1))
+    # sys.path names a pythonXY.zip that does not exist: neither counts it.
+    assert counted == indexed, (out, done.stdout)

@@ -388,3 +388,29 @@ def test_a_signal_during_start_up_is_never_a_traceback(tmp_path, milestone):
         assert err == "popcon-site: interrupted\n", err
     if milestone in ("sqlite3", "socket bound"):
         assert proc.returncode == 0, (proc.returncode, err)
+
+
+# --- 8. messages that say what is wrong ----------------------------------------
+
+def test_report_errors_say_what_is_wrong(store_dir, tmp_path):
+    db = store_dir / "counts.sqlite3"
+    cases = [
+        (("report", "--db", db, "--unused", "--python", "/usr/bin/env"), 1,
+         "popcon-site report: error: /usr/bin/env -c ... failed: "),
+        (("report", "--db", tmp_path), 1, f"{tmp_path} is a directory, not a store file"),
+        (("report", "--prometheus", "http://[::1"), 1, "'http://[::1' is not a valid URL"),
+        (("report", "--prometheus", "http://127.0.0.1:port"), 1, "is not a valid URL"),
+        (("report", "--prometheus", "prometheus:9090"), 1, "is not a valid URL"),
+        (("report", "--db", ""), 2, "argument --db: the path is empty"),
+        (("collect", "--udp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--db", ""), 2,
+         "argument --db: the path is empty"),
+    ]
+    for args, rc, message in cases:
+        done = run_cli(*args, cwd=tmp_path)
+        assert done.returncode == rc and message in done.stderr, (args, done.stderr)
+        assert "Traceback" not in done.stderr, (args, done.stderr)
+        if rc == 1:
+            # One line, and no Python list of lines in it.
+            assert done.stderr.count("\n") == 1 and "['" not in done.stderr, (args, done.stderr)
+    # The empty path did not fall back to the default store.
+    assert list(tmp_path.iterdir()) == [store_dir]
