@@ -94,10 +94,11 @@ def check_url(base_url):
     """Return a Prometheus base URL, or raise SourceError if it cannot be one."""
     try:
         parts = urllib.parse.urlsplit(base_url)
-        parts.port  # a port that is not a number raises here
+        # Reading the port raises for one that is not a number.
+        host, _ = parts.hostname, parts.port
     except ValueError as exc:
         raise SourceError("%r is not a valid URL: %s" % (base_url, exc)) from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if parts.scheme not in ("http", "https") or not host:
         raise SourceError("%r is not a valid URL: give the server's base URL, such as http://prometheus:9090"
                           % (base_url,))
     return base_url
