@@ -4,7 +4,6 @@ measured configurations beside it, each with its target and verdict."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import statistics
