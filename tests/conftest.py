@@ -24,6 +24,7 @@ if str(REPO) not in sys.path:
 from support import distributions as dists  # noqa: E402
 from support import environments as envs  # noqa: E402
 from support import etsy_statsd  # noqa: E402
+from support.collector_proc import CollectorProcess  # noqa: E402
 from support.interpreters import discover  # noqa: E402
 from support.processes import Prefix, run_python  # noqa: E402
 from support.udp import UdpListener  # noqa: E402
@@ -173,6 +174,22 @@ def listener():
 @pytest.fixture
 def prefix() -> Prefix:
     return Prefix.unique()
+
+
+@pytest.fixture
+def start(tmp_path):
+    """Start ``popcon-site collect`` processes on free loopback ports; all are killed afterwards."""
+    started = []
+
+    def start(*extra, db=None, prefix=None, **kwargs):
+        collector = CollectorProcess(db or tmp_path / "counts.sqlite3", prefix or Prefix.unique().name, *extra,
+                                     **kwargs)
+        started.append(collector)
+        return collector
+
+    yield start
+    for collector in started:
+        collector.kill()
 
 
 @pytest.fixture

@@ -14,21 +14,6 @@ from support.distributions import write_egg_info
 from support.processes import Prefix
 
 
-@pytest.fixture
-def start(tmp_path):
-    started = []
-
-    def start(*extra, db=None, prefix=None, **kwargs):
-        collector = CollectorProcess(db or tmp_path / "counts.sqlite3", prefix or Prefix.unique().name, *extra,
-                                     **kwargs)
-        started.append(collector)
-        return collector
-
-    yield start
-    for collector in started:
-        collector.kill()
-
-
 def stored(db: Path, processes: int, *args) -> dict:
     """`report --db --json` once the store holds ``processes`` reports."""
     docs = []

@@ -25,7 +25,6 @@ from conftest import require
 from popcon_site.collector.lines import ACCEPTED, LineParser
 from popcon_site.collector.store import read_counts
 from support.collector_proc import (
-    CollectorProcess,
     SmallFilesystem,
     cli_environ,
     run_cli,
@@ -37,21 +36,6 @@ from support.statsd_fuzz import PREFIX, any_line, statsd_lines
 
 # The largest UDP payload over IPv4; the kernel refuses anything bigger.
 MAX_UDP = 65507
-
-
-@pytest.fixture
-def start(tmp_path):
-    started = []
-
-    def start(*extra, db=None, prefix=None, **kwargs):
-        collector = CollectorProcess(db or tmp_path / "counts.sqlite3", prefix or Prefix.unique().name, *extra,
-                                     **kwargs)
-        started.append(collector)
-        return collector
-
-    yield start
-    for collector in started:
-        collector.kill()
 
 
 def assert_one_line_error(rc, stderr, *phrases):
