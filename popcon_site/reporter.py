@@ -204,14 +204,14 @@ def report_at_exit(candidates, baseline_pid, baseline_path, script_entry=None):
         if rank is not None:
             debug("%s is not 0 and only rank 0 reports (PYTHON_POPCONTEST_ALL_RANKS=1 changes that)" % rank)
             return
-        # By now the program may have emptied or replaced sys.path, and the
-        # exit path still imports from the standard library (_socket from
-        # lib-dynload, re to index): the directories the process had when site
-        # had finished are appended for as long as the report runs.  Appended,
-        # not substituted: daemon threads may still be importing from the
-        # program's own entries meanwhile.
         local = _local_directories(script_entry)
         search_path = _search_path(baseline_path, local)
+        # By now the program may have emptied or replaced sys.path, and the
+        # exit path still imports from the standard library (_socket from
+        # lib-dynload, bisect to index): the directories the process had when
+        # site had finished are appended for as long as the report runs.
+        # Appended, not substituted: daemon threads may still be importing
+        # from the program's own entries meanwhile.
         program_path = sys.path
         current = program_path if type(program_path) is list else []
         missing = [entry for entry in baseline_path if type(entry) is str and entry not in current]
