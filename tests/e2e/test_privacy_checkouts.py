@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 from support import distributions as d
-from support.processes import clean_environ, run_python
+from support.processes import case_environ, run_python
 
 ACME = d.ACME.canonical
 SECRET = "acme-secret-project"
@@ -83,10 +83,7 @@ def test_a_copy_of_a_library_on_pythonpath_is_not_the_installed_library(venv, li
 def test_dry_run_with_stderr_closed_never_writes_into_the_programs_files(venv, listener, prefix, tmp_path):
     # Started with fd 2 closed (2>&-), the program's first open() gets fd 2.
     script = "import acme_widgets\nf = open('data.txt', 'w')\nf.write('user data\\n')\nf.flush()\n"
-    env = clean_environ()
-    env.update({"PYTHON_POPCONTEST_DRY_RUN": "1", "PYTHON_POPCONTEST_DEBUG": "1",
-                "PYTHON_POPCONTEST_STATSD_HOST": "127.0.0.1", "PYTHON_POPCONTEST_STATSD_PORT": str(listener.port),
-                "PYTHON_POPCONTEST_STATSD_PREFIX": prefix.name})
+    env = case_environ(listener, prefix, {"PYTHON_POPCONTEST_DRY_RUN": "1", "PYTHON_POPCONTEST_DEBUG": "1"})
     proc = subprocess.run([str(venv.python), "-c", script], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                           stdin=subprocess.DEVNULL, preexec_fn=lambda: os.close(2), timeout=60)
     assert proc.returncode == 0, proc

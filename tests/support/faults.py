@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .processes import Prefix, clean_environ
+from .processes import Prefix, case_environ
 from .udp import UdpListener
 
 # A case that has not finished by then hangs, with or without popcon-site.
@@ -79,22 +79,6 @@ _ADDRESS = re.compile(rb" at 0x[0-9a-f]+>")
 
 def _mask(output: bytes) -> bytes:
     return _ADDRESS.sub(b" at 0x...>", output)
-
-
-def case_environ(listener: UdpListener | None, prefix: Prefix | None, env: dict | None) -> dict[str, str]:
-    """A clean environment pointing popcon-site at ``listener``, plus ``env`` (None removes)."""
-    full = clean_environ()
-    if listener is not None:
-        full["PYTHON_POPCONTEST_STATSD_HOST"] = listener.host
-        full["PYTHON_POPCONTEST_STATSD_PORT"] = str(listener.port)
-    if prefix is not None:
-        full["PYTHON_POPCONTEST_STATSD_PREFIX"] = prefix.name
-    for key, value in (env or {}).items():
-        if value is None:
-            full.pop(key, None)
-        else:
-            full[key] = value
-    return full
 
 
 def start(cmd: list, env: dict[str, str], cwd=None) -> subprocess.Popen:

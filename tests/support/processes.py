@@ -79,6 +79,22 @@ class Result:
                 f"--- datagrams ---\n{self.datagrams!r}")
 
 
+def case_environ(listener: UdpListener | None, prefix: Prefix | None, env: dict | None) -> dict[str, str]:
+    """A clean environment pointing popcon-site at ``listener``, plus ``env`` (None removes)."""
+    full = clean_environ()
+    if listener is not None:
+        full["PYTHON_POPCONTEST_STATSD_HOST"] = listener.host
+        full["PYTHON_POPCONTEST_STATSD_PORT"] = str(listener.port)
+    if prefix is not None:
+        full["PYTHON_POPCONTEST_STATSD_PREFIX"] = prefix.name
+    for key, value in (env or {}).items():
+        if value is None:
+            full.pop(key, None)
+        else:
+            full[key] = value
+    return full
+
+
 def run_python(python: Path | str, args: list[str], *, listener: UdpListener | None, prefix: Prefix | None,
                env: dict[str, str] | None = None, cwd: Path | str | None = None, expect: int = 0,
                settle: float = 0.3, timeout: float = 60) -> Result:
@@ -88,17 +104,7 @@ def run_python(python: Path | str, args: list[str], *, listener: UdpListener | N
     at ``listener`` with ``prefix``. A value of None in ``env`` removes that
     variable. ``expect`` is the number of datagrams to wait for.
     """
-    full_env = clean_environ()
-    if listener is not None:
-        full_env["PYTHON_POPCONTEST_STATSD_HOST"] = "127.0.0.1"
-        full_env["PYTHON_POPCONTEST_STATSD_PORT"] = str(listener.port)
-    if prefix is not None:
-        full_env["PYTHON_POPCONTEST_STATSD_PREFIX"] = prefix.name
-    for key, value in (env or {}).items():
-        if value is None:
-            full_env.pop(key, None)
-        else:
-            full_env[key] = value
+    full_env = case_environ(listener, prefix, env)
     proc = subprocess.run([str(python), *args], env=full_env, cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     datagrams = listener.collect(expect=expect, settle=settle) if listener is not None else []
