@@ -422,9 +422,7 @@ print('done')
 """
 
 
-def test_subinterpreters(case, prefix, interp):
-    if interp.minor < (3, 12):
-        pytest.skip(f"subinterpreters with their own site start from 3.12; this is {interp.id}")
+def test_subinterpreters(case, prefix):
     result = case(SUBINTERPRETER, expect=2)
     assert result.quiet.stdout == b"in sub\ndone\n", result
     # A subinterpreter runs site and the .pth again and its exit handlers
