@@ -210,6 +210,19 @@ def test_counts_real_processes_from_a_venv(venv, collector, tmp_path):
     assert collector.lines("accepted") == 5 + 6
     assert collector.lines("malformed") == collector.lines("foreign_name") == 0
 
+    # The table: a header, then library, processes and share of the 5
+    # reporting processes, most used first, ties by name.
+    table = popcon_site("report", "--db", collector.db).stdout.splitlines()
+    header = table.index(next(line for line in table if line.split() == ["library", "processes", "share"]))
+    rows = [line.split() for line in table[header + 1:] if line.strip()]
+    assert rows == [
+        ["acme-widgets-pro", "2", "40.0%"],
+        ["acmens-alpha", "2", "40.0%"],
+        ["acmens-beta", "1", "20.0%"],
+        ["earlylib", "1", "20.0%"],
+    ], table
+    assert any(line.startswith("5 reporting processes") for line in table[:header]), table
+
 
 def test_versions_are_kept_as_a_split(venv, collector, tmp_path):
     env = {"PYTHON_POPCONTEST_STATSD_HOST": "127.0.0.1", "PYTHON_POPCONTEST_STATSD_PORT": str(collector.udp_port)}
@@ -409,6 +422,54 @@ def test_sigkill_loses_at_most_the_last_flush_and_never_corrupts(collector_facto
     second.send(p + b".numpy:1|c\n" + den)
     second.fence()
     assert second.library("numpy") == 41
+
+
+def test_store_is_a_wal_journal_while_collecting(collector):
+    collector.send(("%s.numpy:1|c" % collector.prefix).encode())
+    collector.fence()
+    wait_until(lambda: report_json(collector.db)["processes"] == 1, "the first flush")
+    with sqlite3.connect(collector.db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_sigkill_after_a_quiet_flush_interval_loses_nothing(collector_factory):
+    # The default flush interval is one second: what was counted more than a
+    # couple of intervals before a SIGKILL is in the store, all of it.
+    first = collector_factory()
+    p = first.prefix.encode()
+    den = (denominator_name(first.prefix) + ":1|c").encode()
+    first.send(*[p + b".numpy:1|c\n" + den] * 30, p + b".attrs:1|c|@0.5")
+    first.fence()
+    counted = (first.reports(), first.library("numpy"), first.library("attrs"))
+    assert counted == (31, 30, 2)
+    time.sleep(3.0)
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait(timeout=DEADLINE)
+    assert report_json(first.db) == {"processes": 31, "libraries": {"numpy": 30, "attrs": 2}}
+
+
+def test_default_store_is_under_the_user_data_directory(tmp_path):
+    data_home = tmp_path / "data"
+    env = cli_environ({"HOME": str(tmp_path / "home"), "XDG_DATA_HOME": str(data_home)})
+    proc = subprocess.Popen([sys.executable, "-m", "popcon_site", "collect", "--udp", "127.0.0.1:0", "--http",
+                             "127.0.0.1:0", "--prefix", "popcondefault.library_used"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                            env=env)
+    try:
+        start_line = proc.stdout.readline()
+        expected = data_home / "popcon-site" / "counts.sqlite3"
+        assert "storing in %s " % expected in start_line, start_line + proc.stderr.read()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=DEADLINE) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert expected.is_file()
+    done = subprocess.run([sys.executable, "-m", "popcon_site", "report", "--json"], capture_output=True, text=True,
+                          env=env, stdin=subprocess.DEVNULL, timeout=DEADLINE)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"processes": 0, "libraries": {}}
 
 
 def test_report_reads_consistently_while_collecting(collector):
