@@ -41,13 +41,20 @@ def _caches(directory):
     return sorted(p.name for p in directory.rglob("index-*.marshal"))
 
 
+def _cache_files(directory):
+    """Each cache file with its inode and mtime: a rebuild replaces the file."""
+    return {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in directory.rglob("index-*.marshal")}
+
+
 def test_read_only_environment_uses_the_user_cache(blocked, listener, prefix, tmp_path):
     xdg = tmp_path / "xdg"
     env = {"XDG_CACHE_HOME": str(xdg), "TMPDIR": str(tmp_path / "tmp")}
     _run(blocked, listener, prefix, env)
     assert _caches(xdg / "popcon-site"), "expected the index cache in the user's cache directory"
-    # The second run uses it and still reports.
+    built = _cache_files(xdg / "popcon-site")
+    # The second run uses it, still reports, and does not index again.
     _run(blocked, listener, prefix, env)
+    assert _cache_files(xdg / "popcon-site") == built
 
 
 def test_without_a_writable_home_the_private_temporary_directory_is_used(blocked, listener, prefix, tmp_path):
@@ -59,6 +66,9 @@ def test_without_a_writable_home_the_private_temporary_directory_is_used(blocked
     private = tmp / f"popcon-site-{os.getuid()}"
     assert _caches(private), "expected the index cache in a private directory under TMPDIR"
     assert private.stat().st_mode & 0o777 == 0o700
+    built = _cache_files(private)
+    _run(blocked, listener, prefix, env)
+    assert _cache_files(private) == built
 
 
 def test_a_temporary_directory_open_to_others_is_not_trusted(blocked, listener, prefix, tmp_path):
