@@ -44,6 +44,17 @@ def test_start_is_one_entry_point_line(core_wheel):
     assert lines[0] == "popcon_site._bootstrap:activate"
 
 
+def test_wheel_has_no_runtime_dependencies_and_the_collector_extra(core_wheel):
+    archive, names, _, _ = _wheel_record(core_wheel)
+    metadata_name = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    with zipfile.ZipFile(core_wheel) as wheel:
+        metadata = wheel.read(metadata_name).decode()
+    requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+    # Whatever lands in every counted environment: nothing but popcon-site.
+    assert requires and all(re.search(r"extra\s*==\s*['\"]collector['\"]", req) for req in requires), requires
+    assert "Provides-Extra: collector" in metadata
+
+
 def test_installed_root_files_are_in_site_packages(venv):
     for name in ROOT_FILES:
         assert (venv.site_packages / name).is_file()
