@@ -129,14 +129,21 @@ def venv(interp, shared_dir, core_wheel, synthetic_wheels) -> envs.Venv:
 
 
 @pytest.fixture(scope="session")
-def newest_venv(shared_dir, core_wheel, synthetic_wheels) -> envs.Venv:
+def newest_interp():
+    """The newest interpreter found, for cases whose handling is the same pure
+    Python on every version."""
+    if not INTERPRETERS:
+        require("no Python 3.10-3.13 interpreter was found")
+    return INTERPRETERS[-1]
+
+
+@pytest.fixture(scope="session")
+def newest_venv(shared_dir, newest_interp, core_wheel, synthetic_wheels) -> envs.Venv:
     """The shared venv of the newest interpreter found, for long lists of values
     whose handling is the same pure Python on every version; a representative
     few of each list also run on every interpreter."""
-    if not INTERPRETERS:
-        require("no Python 3.10-3.13 interpreter was found")
-    interp = INTERPRETERS[-1]
-    return _shared_venv(shared_dir, f"venv-{interp.id}", interp, _venv_wheels(core_wheel, synthetic_wheels))
+    return _shared_venv(shared_dir, f"venv-{newest_interp.id}", newest_interp,
+                        _venv_wheels(core_wheel, synthetic_wheels))
 
 
 @pytest.fixture(scope="session")
@@ -155,6 +162,24 @@ def readonly_venv(interp, shared_dir, core_wheel, synthetic_wheels) -> envs.Venv
     """
     return _shared_venv(shared_dir, f"readonly-venv-{interp.id}", interp,
                         _venv_wheels(core_wheel, synthetic_wheels), customise=[envs.block_prefix_var])
+
+
+@pytest.fixture(scope="session")
+def system_site_venv(interp, shared_dir, core_wheel, synthetic_wheels) -> str:
+    """The python of a venv made with --system-site-packages and no seed
+    packages, so that pip comes from the base interpreter's site-packages;
+    popcon-site and acme-widgets-pro are installed in the venv."""
+    def build(target: Path) -> None:
+        root = target / "env"
+        envs.check_call([sys.executable, "-m", "virtualenv", "--quiet", "--no-seed", "--system-site-packages",
+                         "-p", interp.executable, root])
+        python = root / "bin" / "python"
+        site = envs.check_call([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).strip()
+        wheels = [core_wheel, synthetic_wheels[dists.ACME.canonical]]
+        envs.check_call([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--target",
+                         site, *map(str, wheels)])
+        (target / "python").write_text(str(python))
+    return (build_once(shared_dir, f"system-site-venv-{interp.id}", build) / "python").read_text()
 
 
 @pytest.fixture

@@ -1,11 +1,19 @@
-"""`popcon-site status`, `index` and `mapping` as installed from the wheel into a venv."""
+"""`popcon-site status`, `index`, `mapping` and the `[collector]` extra as installed from the wheel into a venv."""
 
 from __future__ import annotations
 
+import json
+import re
+import signal
+import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 from popcon_site.collector.mapping import mapping_yaml
+from support import distributions as d
+from support.collector_proc import wait_until
+from support.environments import create_venv
 from support.processes import clean_environ, run_python
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,8 +59,6 @@ def test_status_explains_why_not(venv):
 def test_status_in_an_interpreter_without_popcon_site(tmp_path):
     env = clean_environ()
     env["PYTHONPATH"] = str(REPO)
-    import subprocess
-
     done = subprocess.run([sys.executable, "-m", "popcon_site", "status"], capture_output=True, text=True,
                           env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -62,8 +68,6 @@ def test_status_in_an_interpreter_without_popcon_site(tmp_path):
 def test_index_writes_the_environment_cache_and_status_sees_it(scratch_venv):
     before = status(scratch_venv.python).stdout
     popcon = scratch_venv.root / "bin" / "popcon-site"
-    import subprocess
-
     env = clean_environ()
     done = subprocess.run([str(popcon), "index"], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
@@ -76,8 +80,6 @@ def test_index_writes_the_environment_cache_and_status_sees_it(scratch_venv):
 
 
 def test_mapping_and_version_from_the_installed_command(venv):
-    import subprocess
-
     popcon = venv.root / "bin" / "popcon-site"
     done = subprocess.run([str(popcon), "mapping"], capture_output=True, text=True, env=clean_environ())
     assert done.returncode == 0 and done.stdout == mapping_yaml()
@@ -86,8 +88,6 @@ def test_mapping_and_version_from_the_installed_command(venv):
 
 
 def test_collect_without_the_collector_extra_says_what_to_install(venv, tmp_path):
-    import subprocess
-
     done = subprocess.run([str(venv.root / "bin" / "popcon-site"), "collect", "--db", str(tmp_path / "db"),
                            "--udp", "127.0.0.1:0", "--http", "127.0.0.1:0"],
                           capture_output=True, text=True, env=clean_environ())
@@ -97,8 +97,6 @@ def test_collect_without_the_collector_extra_says_what_to_install(venv, tmp_path
 
 def test_status_wording_and_its_directory_count_agree_with_index(scratch_venv):
     import re
-    import subprocess
-
     out = status(scratch_venv.python).stdout
     line = [entry for entry in out.splitlines() if entry.startswith("status:")][0]
     # Not "ACTIVE: active (...)".
@@ -110,3 +108,41 @@ def test_status_wording_and_its_directory_count_agree_with_index(scratch_venv):
     indexed = int(re.match(r"indexed (\d+) directories", done.stdout).group(1))
     # sys.path names a pythonXY.zip that does not exist: neither counts it.
     assert counted == indexed, (out, done.stdout)
+
+
+def test_collector_extra_from_the_wheel_collects_and_reports(newest_interp, tmp_path, core_wheel, synthetic_wheels):
+    # What an admin does: install popcon-site[collector] from the wheel (its
+    # dependencies come from the package index), run the installed command,
+    # and read the report that real processes of the environment produced.
+    env_dir = tmp_path / "collector-env"
+    venv = create_venv(newest_interp, env_dir)
+    venv.pip("install", "--quiet", f"{core_wheel}[collector]", str(synthetic_wheels[d.ACME.canonical]))
+    cli = env_dir / "bin" / "popcon-site"
+    db = tmp_path / "counts.sqlite3"
+    collect = subprocess.Popen([cli, "collect", "--udp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--db", db],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                               env=clean_environ())
+    try:
+        start_line = collect.stdout.readline()
+        match = re.search(r"udp 127\.0\.0\.1:(\d+) and http://127\.0\.0\.1:(\d+)/metrics", start_line)
+        assert match, start_line + collect.stderr.read()
+        env = {"PYTHON_POPCONTEST_STATSD_HOST": "127.0.0.1", "PYTHON_POPCONTEST_STATSD_PORT": match.group(1)}
+        for _ in range(2):
+            ran = run_python(venv.python, ["-c", "import acme_widgets"], listener=None, prefix=None, env=env)
+            assert (ran.rc, ran.stdout, ran.stderr) == (0, "", ""), ran
+
+        def counted():
+            with urllib.request.urlopen(f"http://127.0.0.1:{match.group(2)}/metrics", timeout=10) as response:
+                return "python_popcon_reports_total 2.0" in response.read().decode()
+
+        wait_until(counted, "the two reports", deadline=30)
+        collect.send_signal(signal.SIGTERM)
+        assert collect.wait(timeout=30) == 0, collect.stderr.read()
+    finally:
+        if collect.poll() is None:
+            collect.kill()
+            collect.wait()
+    done = subprocess.run([cli, "report", "--db", db, "--json"], capture_output=True, text=True, env=clean_environ(),
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"processes": 2, "libraries": {d.ACME.canonical: 2}}

@@ -1,5 +1,7 @@
 """Activation: the baseline after site initialisation, idempotency, fork, ranks."""
 
+import os
+
 import pytest
 
 from support import distributions as d
@@ -29,6 +31,29 @@ def test_startup_imports_alone_send_nothing(hooked_venv, listener, prefix):
     assert (result.rc, result.stderr, result.datagrams) == (0, "", []), result
 
 
+USERCUSTOMIZE_CHECK = "import sys, acme_widgets, pip; print('usercustomize' in sys.modules)"
+
+
+def test_libraries_imported_by_usercustomize_are_not_counted(system_site_venv, listener, prefix, tmp_path):
+    # usercustomize runs only where the user site is enabled, as it is in a
+    # venv with --system-site-packages; it runs after every .pth file.
+    user_base = tmp_path / "userbase"
+    probe = run_python(system_site_venv, ["-c", "import site; print(site.getusersitepackages())"],
+                       listener=None, prefix=None, env={"PYTHONUSERBASE": str(user_base),
+                                                        "PYTHON_POPCONTEST_DISABLE": "1"})
+    user_site = probe.stdout.strip()
+    assert user_site.startswith(str(user_base)), probe
+    os.makedirs(user_site)
+    with open(os.path.join(user_site, "usercustomize.py"), "w") as f:
+        f.write("import acme_widgets\n")
+    result = run_python(system_site_venv, ["-c", USERCUSTOMIZE_CHECK], listener=listener, prefix=prefix,
+                        env={"PYTHONUSERBASE": str(user_base)}, expect=1)
+    assert (result.rc, result.stdout, result.stderr) == (0, "True\n", ""), result
+    # pip comes from the base interpreter and counts; acme-widgets-pro,
+    # imported by usercustomize during start-up, does not.
+    assert result.datagrams == [prefix.report("pip")], result
+
+
 # --- idempotency: the .pth line and the PEP 829 entry point -----------------
 
 CALL_START_ENTRY_POINT = """
@@ -47,6 +72,30 @@ def test_start_entry_point_after_the_pth_still_reports_once(run, prefix):
     result = run("-c", CALL_START_ENTRY_POINT, expect=1)
     assert result.rc == 0, result
     assert result.datagrams == [prefix.report(ACME)], result
+
+
+# What Python 3.15's site does when a .start file stands beside the .pth of
+# the same name: the .pth import line is skipped and the entry point is
+# called while site is still initialising.  Emulated by a sitecustomize.
+START_ENTRY_POINT_ONLY = """
+import importlib, os, sysconfig
+start = os.path.join(sysconfig.get_paths()['purelib'], 'popcon_site.start')
+with open(start, encoding='ascii') as f:
+    module, _, func = f.read().strip().partition(':')
+getattr(importlib.import_module(module), func)()
+"""
+
+
+def test_start_entry_point_alone_activates_and_reports_once(scratch_venv, listener, prefix):
+    (scratch_venv.site_packages / "popcon_site.pth").unlink()
+    (scratch_venv.site_packages / "sitecustomize.py").write_text(START_ENTRY_POINT_ONLY)
+    quiet = run_python(scratch_venv.python, ["-c", "import sys; print('popcon_site' in sys.modules)"],
+                       listener=listener, prefix=prefix)
+    assert (quiet.rc, quiet.stdout, quiet.stderr, quiet.datagrams) == (0, "True\n", "", []), quiet
+    result = run_python(scratch_venv.python, ["-c", "import acme_widgets, acmens.beta"], listener=listener,
+                        prefix=prefix, expect=1)
+    assert (result.rc, result.stdout, result.stderr) == (0, "", ""), result
+    assert result.datagrams == [prefix.report(ACME, "acmens-beta")], result
 
 
 def test_pth_line_executed_again_still_reports_once(run, prefix):

@@ -8,16 +8,13 @@ what the processes that can report must send.
 
 import os
 import subprocess
-import sys
 import textwrap
 
 import pytest
 
-import conftest
 from conftest import require
 from support import distributions as d
 from support import faults
-from support.environments import check_call
 from support.processes import RANK_VARS
 
 ACME = d.ACME.canonical
@@ -369,24 +366,6 @@ def _base_module(interp):
     return "pip", "pip"
 
 
-@pytest.fixture(scope="session")
-def system_site_venv(interp, shared_dir, core_wheel, synthetic_wheels):
-    """A venv made with --system-site-packages and no seed packages, so that
-    pip comes from the base interpreter's site-packages."""
-    def build(target):
-        root = target / "env"
-        check_call([sys.executable, "-m", "virtualenv", "--quiet", "--no-seed", "--system-site-packages",
-                    "-p", interp.executable, root])
-        python = root / "bin" / "python"
-        site = check_call([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).strip()
-        wheels = [core_wheel, synthetic_wheels[ACME]]
-        check_call([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--target", site,
-                    *map(str, wheels)])
-        (target / "python").write_text(str(python))
-    path = conftest.build_once(shared_dir, f"fault-system-site-venv-{interp.id}", build)
-    return (path / "python").read_text()
-
-
 def test_venv_with_system_site_packages(case, prefix, system_site_venv, interp):
     dist, module = _base_module(interp)
     probe = subprocess.run([system_site_venv, "-c", f"import {module}"], capture_output=True,
@@ -397,8 +376,19 @@ def test_venv_with_system_site_packages(case, prefix, system_site_venv, interp):
     result.assert_reports(prefix.report(dist, ACME))
 
 
-def test_venv_without_system_site_packages_does_not_see_the_base(case, prefix):
-    result = case("import acme_widgets\ntry:\n    import _distutils_hack\nexcept ImportError:\n    pass\n", expect=1)
+def test_venv_without_system_site_packages_does_not_see_the_base(case, prefix, system_site_venv):
+    # The base interpreter's site-packages, where the system-site venv finds
+    # pip, is not on this venv's sys.path, and nothing from it is counted.
+    base = subprocess.run([system_site_venv, "-c", "import os, pip; print(os.path.dirname(os.path.dirname("
+                           "os.path.realpath(pip.__file__))))"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHON_POPCONTEST_DISABLE": "1"}).stdout.strip()
+    assert base, "the base interpreter has no pip"
+    result = case(f"""
+        import os, sys
+        assert {base!r} not in [os.path.realpath(p) for p in sys.path], sys.path
+        import acme_widgets
+        print('out')
+    """, expect=1)
     result.assert_reports(prefix.report(ACME))
 
 

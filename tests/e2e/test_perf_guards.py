@@ -27,6 +27,22 @@ def _imported_by_site(result):
     raise AssertionError(f"no import of site in\n{result.stderr}")
 
 
+def _imported_by_the_package(result):
+    """Modules that importing popcon_site imported in turn: with -X importtime
+    they are the lines just before popcon_site's own, nested deeper."""
+    lines = [line.rsplit("|", 1)[1] for line in result.stderr.splitlines()
+             if line.startswith("import time:") and "|" in line]
+    names = [line.strip() for line in lines]
+    at = names.index("popcon_site")
+    depth = len(lines[at]) - len(lines[at].lstrip())
+    nested = []
+    for line in reversed(lines[:at]):
+        if len(line) - len(line.lstrip()) <= depth:
+            break
+        nested.append(line.strip())
+    return nested
+
+
 def test_start_up_imports_nothing_but_the_package(venv, listener, prefix):
     # The same interpreter, activated and opted out.  The .pth line imports
     # popcon_site either way, so what site imported must be the same: the
@@ -36,6 +52,8 @@ def test_start_up_imports_nothing_but_the_package(venv, listener, prefix):
     active = run_python(venv.python, args, listener=listener, prefix=prefix)
     quiet = run_python(venv.python, args, listener=listener, prefix=prefix, env={"PYTHON_POPCONTEST_DISABLE": "1"})
     assert "popcon_site" in _imported_by_site(active), active
+    # Importing the package loads nothing that start-up had not loaded.
+    assert _imported_by_the_package(active) == [], active
     assert sorted(_imported_by_site(active)) == sorted(_imported_by_site(quiet)), (active, quiet)
     assert active.datagrams == [], active
 
