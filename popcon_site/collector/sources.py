@@ -126,13 +126,41 @@ def _query(base_url, promql, timeout):
     return body["data"]["result"]
 
 
-def _value(sample, whole):
+def _value(sample):
     value = float(sample["value"][1])
-    if not math.isfinite(value):
-        return 0.0
-    # increase() extrapolates to the window's edges, so its counts of whole
-    # processes come back fractional.
-    return float(round(value)) if whole else value
+    return value if math.isfinite(value) else 0.0
+
+
+def _window_terms(series, window):
+    """PromQL for what a counter added within ``window``.
+
+    ``increase()`` sees only what changed between samples inside the window,
+    so a series born inside it (statsd_exporter creates a library's counter
+    at its first report, already at 1) would lose its first value, and a
+    library imported once in the window would look never imported.  The
+    second term adds the first value of each series that did not exist when
+    the window began: its smallest, as counters only grow.
+    """
+    return ("increase(%s[%s])" % (series, window),
+            "min_over_time(%s[%s]) unless %s offset %s" % (series, window, series, window))
+
+
+def _summed(base_url, metric, by, window, selector, timeout):
+    """{label values: total} of ``metric``, over ``window`` when one is given."""
+    series = metric + selector
+    terms = _window_terms(series, window) if window else (series,)
+    totals = {}
+    for term in terms:
+        promql = "sum by (%s) (%s)" % (", ".join(by), term) if by else "sum(%s)" % term
+        for sample in _query(base_url, promql, timeout):
+            labels = sample.get("metric", {})
+            key = tuple(labels.get(name, "") for name in by)
+            totals[key] = totals.get(key, 0.0) + _value(sample)
+    if window:
+        # increase() extrapolates to the window's edges, so its counts of
+        # whole processes come back fractional.
+        totals = {key: float(round(value)) for key, value in totals.items()}
+    return totals
 
 
 def counts_from_prometheus(base_url, window=None, matchers="", timeout=30):
@@ -141,29 +169,18 @@ def counts_from_prometheus(base_url, window=None, matchers="", timeout=30):
 
     Without a window it sums the counters as they stand, which is what the
     collector has counted since its store began (statsd_exporter restarts
-    from zero).  With a window such as ``30d`` it sums their increase over
-    that window, which survives exporter restarts.
+    from zero).  With a window such as ``30d`` it sums what they added
+    within that window, which survives exporter restarts and counts series
+    that were born inside it.
     """
     check_url(base_url)
     selector = "{%s}" % matchers if matchers else ""
-
-    def expression(metric):
-        series = metric + selector
-        if window:
-            series = "increase(%s[%s])" % (series, window)
-        return series
-
     versions = {}
-    for sample in _query(base_url, "sum by (library, version) (%s)" % expression(LIBRARY_NAME), timeout):
-        labels = sample.get("metric", {})
-        library = labels.get("library")
-        if not library:
-            continue
-        count = _value(sample, bool(window))
-        if count:
-            versions.setdefault(library, {})[labels.get("version", "")] = count
-    reports = _query(base_url, "sum(%s)" % expression(REPORTS_NAME), timeout)
-    processes = _value(reports[0], bool(window)) if reports else 0.0
+    for (library, version), count in _summed(base_url, LIBRARY_NAME, ("library", "version"), window, selector,
+                                             timeout).items():
+        if library and count:
+            versions.setdefault(library, {})[version] = count
+    processes = _summed(base_url, REPORTS_NAME, (), window, selector, timeout).get((), 0.0)
     description = "Prometheus %s" % base_url
     if window:
         description += ", last %s" % window

@@ -11,6 +11,9 @@ import json
 import shutil
 import socket
 import subprocess
+import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -119,10 +122,63 @@ def test_report_from_prometheus_agrees_with_the_store(venv, tmp_path, prometheus
         assert table == popcon_site("report", "--db", collector.db).stdout.replace(
             "from store %s (prefix %s)" % (collector.db, collector.prefix), "from Prometheus %s" % url)
 
-        # A window works too (increase() over it); its numbers depend on when
-        # samples landed, so only its shape is checked.
-        windowed = json.loads(popcon_site("report", "--prometheus", url, "--range", "1h", "--json").stdout)
-        assert set(windowed) == {"processes", "libraries"}
+    finally:
+        collector.kill()
+
+
+def test_report_range_counts_what_was_added_within_the_window(tmp_path, prometheus_for):
+    # increase() alone sees only what changed between samples inside the
+    # window, so the first value of a series born inside it (statsd_exporter
+    # creates a counter at its first report, at 1) was lost: a library
+    # imported once in the window looked never imported.
+    from popcon_site.config import denominator_name
+
+    collector = Collector(tmp_path / "counts.sqlite3", Prefix.unique().name)
+    try:
+        p = collector.prefix.encode()
+        den = denominator_name(collector.prefix).encode() + b":1|c"
+        collector.send(*[p + b".numpy:1|c\n" + den] * 5)
+        collector.fence()
+        url = prometheus_for(collector)
+
+        def totals():
+            done = popcon_site("report", "--prometheus", url, "--json", check=False)
+            return json.loads(done.stdout)["processes"] if done.returncode == 0 else None
+
+        wait_until(lambda: totals() == 6, "Prometheus to scrape the first 6 reports", deadline=60)
+        time.sleep(5)  # a few scrapes of the counters as they were
+        sent_at = time.monotonic()
+        collector.send(p + b".numpy:1|c\n" + p + b".attrs:1|c\n" + den, p + b".attrs:1|c\n" + den)
+        collector.fence()
+        wait_until(lambda: totals() == 9, "Prometheus to scrape 3 more reports", deadline=60)
+        # increase() extrapolates up to one scrape interval (1 s) past the
+        # samples at each end of the window; over 15 s of samples that stays
+        # under half of one process, which the report rounds away.
+        time.sleep(max(0.0, 14 - (time.monotonic() - sent_at)))
+        window = "%ds" % (time.monotonic() - sent_at + 2)
+
+        def report(duration):
+            return json.loads(popcon_site("report", "--prometheus", url, "--range", duration, "--json").stdout)
+
+        # The window begins after the first 6 reports: numpy and the
+        # denominator grew within it, attrs was born within it at 2.
+        assert report(window) == {"processes": 3, "libraries": {"numpy": 1, "attrs": 2}}, window
+        # Prometheus first saw every series within the last hour.
+        assert report("1h") == {"processes": 9, "libraries": {"numpy": 6, "attrs": 2}}
+
+        # The shipped dashboard's per-library table and reports panel count the same way.
+        dashboard = json.loads((REPO / "deploy" / "grafana" / "popcon-site-dashboard.json").read_text())
+        exprs = {panel["title"]: panel["targets"][0]["expr"] for panel in dashboard["panels"] if panel.get("targets")}
+
+        def panel_values(title):
+            promql = exprs[title].replace("$namespace", ".*").replace("$__range", window)
+            query = urllib.parse.urlencode({"query": promql})
+            with urllib.request.urlopen("%s/api/v1/query?%s" % (url, query), timeout=30) as response:
+                result = json.load(response)["data"]["result"]
+            return {sample["metric"].get("library", ""): round(float(sample["value"][1])) for sample in result}
+
+        assert panel_values("Processes per library, and share of reporting processes") == {"numpy": 1, "attrs": 2}
+        assert panel_values("Reporting processes in range") == {"": 3}
     finally:
         collector.kill()
 
