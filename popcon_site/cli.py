@@ -401,7 +401,7 @@ def build_parser():
     source.add_argument("--prometheus", metavar="URL",
                         help="base URL of a Prometheus that scrapes the collector or statsd_exporter")
     report.add_argument("--range", metavar="DURATION",
-                        help="with --prometheus: count the increase over this window, e.g. 30d")
+                        help="with --prometheus: count what was added within this window, e.g. 30d")
     report.add_argument("--match", metavar="MATCHERS",
                         help='with --prometheus: label matchers, e.g. namespace="hub_a"')
     report.add_argument("--prefix", type=_prefix, default=None,

@@ -146,3 +146,19 @@ def test_collector_extra_from_the_wheel_collects_and_reports(newest_interp, tmp_
                           timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"processes": 2, "libraries": {d.ACME.canonical: 2}}
+
+
+def test_report_unused_defaults_to_the_interpreter_running_it(venv, start):
+    # The installed command, run by the environment's own python, lists that
+    # environment; a store is all it needs, not the collector extra.
+    collector = start()
+    collector.send(f"{collector.prefix}.acme-widgets-pro:2|c\n{collector.denominator}:1|c".encode())
+    collector.fence()
+    assert collector.stop() == (0, "")
+    result = run_python(venv.python, ["-m", "popcon_site", "report", "--db", str(collector.db), "--unused", "--json"],
+                        listener=None, prefix=None)
+    assert result.rc == 0, result
+    doc = json.loads(result.stdout)
+    assert doc["processes"] == 2 and doc["libraries"] == {"acme-widgets-pro": 2}
+    assert {"acmens-alpha", "acmens-beta", "earlylib", "pip"} <= set(doc["unused"]), doc
+    assert not {"acme-widgets-pro", "popcon-site"} & set(doc["unused"]), doc
