@@ -1,13 +1,14 @@
 """`make demo`: popcon-site end to end, on real processes, in a throwaway venv.
 
-1. creates a venv and installs this checkout as popcon-site[collector] plus a
-   handful of small libraries from PyPI;
+1. creates the environment to be counted, a venv with this checkout's
+   popcon-site and a handful of small libraries from PyPI, and a venv of its
+   own for the collector, popcon-site[collector];
 2. starts `popcon-site collect` on free loopback ports with a temporary store;
 3. runs a realistic mix of Python processes in that venv: scripts, `-m`, a
    subprocess, a multiprocessing pool, one that imports nothing and one that
    opted out;
 4. stops the collector with SIGTERM (it flushes and exits 0);
-5. prints `popcon-site report --unused`.
+5. prints `popcon-site report --unused` for the counted environment.
 
 Usage: python demo/run.py [--keep]   (--keep leaves the temporary directory)
 """
@@ -119,18 +120,22 @@ def main():
     collector = None
     try:
         base_env = clean_environ()
+        setup_env = dict(base_env, PYTHON_POPCONTEST_DISABLE="1")
         env_dir = work / "env"
-        step("creating a throwaway venv in %s" % env_dir)
+        step("creating the environment to be counted, a throwaway venv in %s" % env_dir)
         venv.EnvBuilder(with_pip=True).create(env_dir)
         python = env_dir / "bin" / "python"
-        bin_dir = env_dir / "bin"
-
-        step("pip install '.[collector]' %s" % " ".join(LIBRARIES))
-        setup_env = dict(base_env, PYTHON_POPCONTEST_DISABLE="1")
-        run([python, "-m", "pip", "install", "--quiet", "%s[collector]" % REPO, *LIBRARIES], setup_env, work,
-            quiet=True)
+        step("pip install . %s" % " ".join(LIBRARIES))
+        run([python, "-m", "pip", "install", "--quiet", str(REPO), *LIBRARIES], setup_env, work, quiet=True)
         step("popcon-site index  (the admin warms the module index once)")
-        run([bin_dir / "popcon-site", "index"], setup_env, work)
+        run([env_dir / "bin" / "popcon-site", "index"], setup_env, work)
+
+        collector_dir = work / "collector"
+        step("creating the collector's own venv in %s: pip install '.[collector]'" % collector_dir)
+        venv.EnvBuilder(with_pip=True).create(collector_dir)
+        run([collector_dir / "bin" / "python", "-m", "pip", "install", "--quiet", "%s[collector]" % REPO], setup_env,
+            work, quiet=True)
+        bin_dir = collector_dir / "bin"
 
         step("starting the collector on free loopback ports")
         db = work / "counts.sqlite3"
@@ -176,9 +181,10 @@ def main():
         if rc != 0:
             raise SystemExit("demo: the collector did not stop cleanly")
 
-        step("popcon-site report --db %s --unused" % db.name)
+        step("popcon-site report --db %s --unused --python env/bin/python" % db.name)
         print()
-        report = run([bin_dir / "popcon-site", "report", "--db", db, "--unused"], setup_env, work, quiet=True)
+        report = run([bin_dir / "popcon-site", "report", "--db", db, "--unused", "--python", python], setup_env, work,
+                     quiet=True)
         sys.stdout.write(shown(report))
     finally:
         if collector is not None and collector.poll() is None:
