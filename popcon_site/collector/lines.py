@@ -43,6 +43,8 @@ __all__ = [
     "OUTCOMES",
     "OVER_CAP",
     "LineParser",
+    "is_library",
+    "is_version",
 ]
 
 ACCEPTED = "accepted"
@@ -79,6 +81,18 @@ MAX_TAGS = 32
 _CACHE_SIZE = 8192
 
 _NOT_OURS = (MALFORMED, None, 0.0)
+
+
+def is_library(name):
+    """Whether ``name`` is a library name the collector accepts: a canonical
+    (PEP 503) name, as text."""
+    return isinstance(name, str) and _LIBRARY.match(name) is not None
+
+
+def is_version(text):
+    """Whether ``text`` is a version the collector stores: ``""`` for none,
+    or one it accepts from a ``version:`` tag."""
+    return isinstance(text, str) and (text == "" or _VERSION.match(text) is not None)
 
 
 def _number(text):

@@ -11,11 +11,12 @@ while the collector keeps writing.
 """
 
 import fcntl
+import math
 import os
 import sqlite3
 import threading
 
-from popcon_site.collector.lines import ACCEPTED, OUTCOMES, OVER_CAP
+from popcon_site.collector.lines import ACCEPTED, OUTCOMES, OVER_CAP, is_library, is_version
 
 __all__ = ["DEFAULT_MAX_SERIES", "CountStore", "Snapshot", "StoreError", "check_path", "read_counts"]
 
@@ -102,14 +103,82 @@ def _foreign_tables(conn):
     return sorted(t for t in tables if t not in ("meta", "library_used", "totals"))
 
 
-def _load(conn):
+def _damaged(path, what):
+    return StoreError("%s is damaged: %s; move it aside to start a new one" % (path, what))
+
+
+def _shown(value, limit=40):
+    """A stored value for a message: its repr, on one line and short."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _stored_count(value):
+    """A stored count as a float, or None when it is not a finite whole
+    number of 0 or more.  SQLite lets a REAL column hold text, a blob or
+    infinity, and a store edited by hand may hold anything."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:
+        return None
+    if not math.isfinite(value) or value < 0 or not value.is_integer():
+        return None
+    return value
+
+
+def _check_meta(path, meta):
+    """Refuse a store whose format or prefix the collector could not have
+    written."""
+    from popcon_site.config import prefix_problem
+
+    for key in ("schema", "prefix"):
+        if key in meta and not isinstance(meta[key], str):
+            raise _damaged(path, "its %s is %s, not text" % (key, _shown(meta[key])))
+    prefix = meta.get("prefix")
+    if prefix is not None and prefix_problem(prefix):
+        raise _damaged(path, "its prefix %s is not one the collector accepts" % (_shown(prefix),))
+    if meta.get("schema", SCHEMA_VERSION) != SCHEMA_VERSION:
+        raise StoreError("%s has store format %r; this version reads %r" % (path, meta["schema"], SCHEMA_VERSION))
+
+
+def _load(conn, path):
+    """Every total of a store, each row checked to be what the collector
+    itself writes, so that a damaged store is refused here, in one line,
+    rather than crashing a report or a running collector later."""
     libraries = {}
-    # Counts of 0 (accepted before only whole counts of at least 1 were) are
-    # no series: they would take room under the cap, and Prometheus, which
-    # drops them from a sum, would disagree with the store.
-    for library, version, count in conn.execute("SELECT library, version, count FROM library_used WHERE count > 0"):
-        libraries[(library, version)] = count
-    totals = dict(conn.execute("SELECT name, count FROM totals"))
+    seen = set()
+    for library, version, count in conn.execute("SELECT library, version, count FROM library_used"):
+        if not is_library(library):
+            raise _damaged(path, "library_used holds the library name %s, which is not a canonical name"
+                           % (_shown(library),))
+        if not is_version(version):
+            raise _damaged(path, "library_used holds the version %s of %s, which is not a version"
+                           % (_shown(version), library))
+        value = _stored_count(count)
+        if value is None:
+            raise _damaged(path, "library_used holds the count %s for %s, not a whole number of 0 or more"
+                           % (_shown(count), library + (" " + version if version else "")))
+        if (library, version) in seen:
+            raise _damaged(path, "library_used holds %s twice" % (library + (" " + version if version else ""),))
+        seen.add((library, version))
+        # Counts of 0 (accepted before only whole counts of at least 1 were)
+        # are no series: they would take room under the cap, and Prometheus,
+        # which drops them from a sum, would disagree with the store.
+        if value > 0:
+            libraries[(library, version)] = value
+    totals = {}
+    for name, count in conn.execute("SELECT name, count FROM totals"):
+        if not isinstance(name, str):
+            raise _damaged(path, "totals holds the name %s, not text" % (_shown(name),))
+        value = _stored_count(count)
+        if value is None:
+            raise _damaged(path, "totals holds the count %s for %s, not a whole number of 0 or more"
+                           % (_shown(count), name))
+        if name in totals:
+            raise _damaged(path, "totals holds %s twice" % (name,))
+        totals[name] = value
     lines = {outcome: int(totals.get(_LINE_TOTAL + outcome, 0)) for outcome in OUTCOMES}
     return libraries, totals.get(_REPORTS, 0.0), lines, int(totals.get(_NAMES_DROPPED, 0))
 
@@ -152,7 +221,8 @@ def _read(path, immutable=False):
         # from the same flush.
         conn.execute("BEGIN")
         meta = dict(conn.execute("SELECT key, value FROM meta"))
-        loaded = _load(conn)
+        _check_meta(path, meta)
+        loaded = _load(conn, path)
         conn.execute("COMMIT")
     finally:
         conn.close()
@@ -269,19 +339,23 @@ class CountStore:
             meta = dict(conn.execute("SELECT key, value FROM meta"))
         except sqlite3.Error as exc:
             raise StoreError("cannot open %s: %s" % (self.path, _describe(exc))) from None
+        _check_meta(self.path, meta)
         stored_prefix = meta.get("prefix")
         if stored_prefix is not None and stored_prefix != self.prefix:
             raise StoreError(
                 "%s holds counts for the prefix %r, not %r; use --prefix %s or another --db"
                 % (self.path, stored_prefix, self.prefix, stored_prefix)
             )
-        if meta.get("schema", SCHEMA_VERSION) != SCHEMA_VERSION:
-            raise StoreError("%s has store format %r; this version reads %r" % (self.path, meta["schema"], SCHEMA_VERSION))
+        try:
+            # Checked before anything is written: a damaged store is left as
+            # it was, for its owner to look at.
+            self.libraries, self.reports, self.lines, self.names_dropped = _load(conn, self.path)
+        except sqlite3.Error as exc:
+            raise StoreError("cannot read %s: %s" % (self.path, _describe(exc))) from None
         try:
             with self._transaction() as c:
                 c.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
                 c.execute("INSERT OR IGNORE INTO meta VALUES ('prefix', ?)", (self.prefix,))
-            self.libraries, self.reports, self.lines, self.names_dropped = _load(conn)
         except sqlite3.Error as exc:
             raise StoreError("cannot write %s: %s" % (self.path, _describe(exc))) from None
         self._dirty_libraries = set()
