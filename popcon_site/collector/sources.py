@@ -4,6 +4,7 @@ Both give the same :class:`Counts`, so the report looks the same whether the
 embedded collector or statsd_exporter plus Prometheus did the collecting.
 """
 
+import http.client
 import json
 import math
 import re
@@ -104,7 +105,16 @@ def check_url(base_url):
     return base_url
 
 
+class _Unreadable(Exception):
+    """What is wrong with an answer of Prometheus, in a few words."""
+
+
+class _Refused(Exception):
+    """Prometheus answered the query with an error of its own."""
+
+
 def _query(base_url, promql, timeout):
+    """The samples of an instant vector: ``[(labels, value)]``."""
     url = base_url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": promql})
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -115,20 +125,77 @@ def _query(base_url, promql, timeout):
             detail = json.load(exc).get("error", "")
         except Exception:
             pass
-        raise SourceError("Prometheus at %s answered %s %s" % (base_url, exc.code, detail or exc.reason)) from None
+        if not isinstance(detail, str):
+            detail = ""
+        raise SourceError("Prometheus at %s answered %s %s" % (base_url, exc.code, _line(detail) or exc.reason)) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise SourceError("cannot reach Prometheus at %s: %s" % (base_url, reason)) from None
-    except ValueError:
+    except http.client.IncompleteRead:
+        raise _unreadable(base_url, "the answer broke off before its end") from None
+    except http.client.HTTPException as exc:
+        # A server at that port that does not speak HTTP.
+        raise _unreadable(base_url, "it is not an HTTP answer (%s)" % (_line(str(exc)) or type(exc).__name__)) from None
+    except (ValueError, RecursionError):
         raise SourceError("Prometheus at %s did not answer with JSON; is it the server's base URL?" % (base_url,)) from None
-    if body.get("status") != "success":
-        raise SourceError("Prometheus at %s refused the query: %s" % (base_url, body.get("error", body)))
-    return body["data"]["result"]
+    try:
+        return _samples(body)
+    except _Refused as exc:
+        raise SourceError("Prometheus at %s refused the query: %s" % (base_url, exc)) from None
+    except _Unreadable as exc:
+        raise _unreadable(base_url, str(exc)) from None
 
 
-def _value(sample):
-    value = float(sample["value"][1])
-    return value if math.isfinite(value) else 0.0
+def _unreadable(base_url, what):
+    return SourceError("Prometheus at %s gave an answer popcon-site cannot read: %s" % (base_url, what))
+
+
+def _line(text, limit=200):
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _shown(value):
+    return _line(json.dumps(value), 80)
+
+
+def _samples(body):
+    """Check an answer of the query API, and return its samples as
+    ``[(labels, value)]``: an answer of another shape (another server at
+    that URL, a proxy, a broken one) is an error that says so."""
+    if not isinstance(body, dict):
+        raise _Unreadable("the answer is %s, not a JSON object" % _shown(body))
+    status = body.get("status")
+    if status != "success":
+        error = body.get("error")
+        if status == "error" and isinstance(error, str):
+            raise _Refused(_line(error))
+        raise _Unreadable("its status is %s, not \"success\"" % _shown(status))
+    data = body.get("data")
+    if not isinstance(data, dict):
+        raise _Unreadable("its data is %s, not an object" % _shown(data))
+    if data.get("resultType", "vector") != "vector":
+        raise _Unreadable("its result type is %s, not \"vector\"" % _shown(data.get("resultType")))
+    result = data.get("result")
+    if not isinstance(result, list):
+        raise _Unreadable("its result is %s, not a list" % _shown(result))
+    samples = []
+    for sample in result:
+        if not isinstance(sample, dict):
+            raise _Unreadable("a sample is %s, not an object" % _shown(sample))
+        labels = sample.get("metric", {})
+        if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+            raise _Unreadable("a sample's labels are %s, not names and text" % _shown(labels))
+        value = sample.get("value")
+        if not isinstance(value, list) or len(value) != 2 or not isinstance(value[1], str):
+            raise _Unreadable("a sample's value is %s, not [time, \"number\"]" % _shown(value))
+        try:
+            number = float(value[1])
+        except ValueError:
+            raise _Unreadable("a sample's value %s is not a number" % _shown(value[1])) from None
+        # Prometheus writes NaN and infinities as text too; no count comes of them.
+        samples.append((labels, number if math.isfinite(number) else 0.0))
+    return samples
 
 
 def _window_terms(series, window):
@@ -152,10 +219,9 @@ def _summed(base_url, metric, by, window, selector, timeout):
     totals = {}
     for term in terms:
         promql = "sum by (%s) (%s)" % (", ".join(by), term) if by else "sum(%s)" % term
-        for sample in _query(base_url, promql, timeout):
-            labels = sample.get("metric", {})
+        for labels, value in _query(base_url, promql, timeout):
             key = tuple(labels.get(name, "") for name in by)
-            totals[key] = totals.get(key, 0.0) + _value(sample)
+            totals[key] = totals.get(key, 0.0) + value
     if window:
         # increase() extrapolates to the window's edges, so its counts of
         # whole processes come back fractional.

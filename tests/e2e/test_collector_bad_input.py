@@ -106,3 +106,93 @@ def test_a_sound_store_still_resumes_and_its_zero_series_are_still_ignored(real_
     assert done.returncode == 0 and done.stderr == "", done
     assert json.loads(done.stdout) == {
         "processes": 3, "libraries": {"six": 2}, "versions": {"six": {"": 1, "1.16.0": 1}}}
+
+
+# --- 2. an answer of Prometheus of an unexpected shape is one line --------------------
+
+@pytest.fixture
+def serve():
+    """``serve(raw)``: the base URL of a real HTTP server on loopback that
+    answers every request with the bytes ``raw`` (status line and all)."""
+    import socketserver
+    import threading
+
+    servers = []
+
+    def serve(raw: bytes) -> str:
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                self.rfile.readline()
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                self.wfile.write(raw)
+
+        server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def http_answer(body: bytes, status: str = "200 OK", length: int | None = None) -> bytes:
+    return (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            f"Content-Length: {len(body) if length is None else length}\r\n\r\n").encode() + body
+
+
+def vector(*samples) -> bytes:
+    return json.dumps({"status": "success", "data": {"resultType": "vector", "result": list(samples)}}).encode()
+
+
+UNREADABLE = [
+    (http_answer(b"[]"), "the answer is [], not a JSON object"),
+    (http_answer(b"null"), "the answer is null, not a JSON object"),
+    (http_answer(b'"success"'), 'the answer is "success", not a JSON object'),
+    (http_answer(b'{"status": "success"}'), "its data is null, not an object"),
+    (http_answer(b'{"status": "ok", "data": {}}'), 'its status is "ok", not "success"'),
+    (http_answer(b'{"status": "success", "data": []}'), "its data is [], not an object"),
+    (http_answer(b'{"status": "success", "data": {"resultType": "vector"}}'), "its result is null, not a list"),
+    (http_answer(b'{"status": "success", "data": {"resultType": "scalar", "result": [1, "2"]}}'),
+     'its result type is "scalar", not "vector"'),
+    (http_answer(vector(7)), "a sample is 7, not an object"),
+    (http_answer(vector({"metric": {}, "value": [0]})), 'a sample\'s value is [0], not [time, "number"]'),
+    (http_answer(vector({"metric": {}})), 'a sample\'s value is null, not [time, "number"]'),
+    (http_answer(vector({"metric": {}, "value": [0, 3]})), 'a sample\'s value is [0, 3], not [time, "number"]'),
+    (http_answer(vector({"metric": {}, "value": [0, "many"]})), 'a sample\'s value "many" is not a number'),
+    (http_answer(vector({"metric": {"library": 5}, "value": [0, "1"]})),
+     'a sample\'s labels are {"library": 5}, not names and text'),
+    (http_answer(vector({"metric": [], "value": [0, "1"]})), "a sample's labels are [], not names and text"),
+    # Not HTTP at all, and an answer broken off before its end.
+    (b"hello there\r\n", "it is not an HTTP answer (hello there)"),
+    (http_answer(b'{"status": "succ', length=100), "the answer broke off before its end"),
+]
+
+
+@pytest.mark.parametrize("raw, problem", UNREADABLE, ids=[str(i) for i in range(len(UNREADABLE))])
+def test_an_answer_of_prometheus_it_cannot_read_is_one_line(serve, raw, problem):
+    url = serve(raw)
+    for extra in ((), ("--range", "30d"), ("--json", "--versions")):
+        done = run_cli("report", "--prometheus", url, *extra)
+        assert_one_line_error(done, "report", f"Prometheus at {url} gave an answer popcon-site cannot read: {problem}")
+
+
+def test_prometheus_errors_and_odd_values_it_can_read(serve):
+    # An error of Prometheus's own is the query refused, in its words.
+    url = serve(http_answer(b'{"status": "error", "errorType": "bad_data", "error": "parse error\\nat char 3"}'))
+    assert_one_line_error(run_cli("report", "--prometheus", url), "report",
+                          f"Prometheus at {url} refused the query: parse error at char 3")
+    url = serve(http_answer(b'{"status": "error", "error": "overloaded"}', status="503 Service Unavailable"))
+    assert_one_line_error(run_cli("report", "--prometheus", url), "report",
+                          f"Prometheus at {url} answered 503 overloaded")
+    # NaN and infinities, which Prometheus writes as text, count nothing (the
+    # server gives the same answer to the denominator's query).
+    url = serve(http_answer(vector({"metric": {"library": "six"}, "value": [0, "3"]},
+                                   {"metric": {"library": "numpy"}, "value": [0, "NaN"]},
+                                   {"metric": {"library": "attrs"}, "value": [0, "+Inf"]})))
+    done = run_cli("report", "--prometheus", url, "--json")
+    assert (done.returncode, done.stderr) == (0, ""), done
+    assert json.loads(done.stdout) == {"processes": 3, "libraries": {"six": 3}}
