@@ -7,6 +7,7 @@ after a last drain of the socket and a last flush.
 
 import errno
 import os
+import re
 import selectors
 import signal
 import socket
@@ -25,6 +26,7 @@ __all__ = ["CollectorError", "parse_address", "run"]
 # overflow the kernel's queue before the loop drains it.
 _RECEIVE_BUFFER = 8 * 1024 * 1024
 _MAX_DATAGRAM = 65535
+_PORT = re.compile(r"[0-9]{1,5}\Z")
 
 
 class CollectorError(Exception):
@@ -42,7 +44,8 @@ def parse_address(text, what):
     host, colon, port = text.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if not colon or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+    if not colon or not host or not _PORT.match(port) or not 0 <= int(port) < 65536:
         raise CollectorError("%s %r is not HOST:PORT (for IPv6, [ADDRESS]:PORT)" % (what, text))
     return host, int(port)
 
@@ -56,9 +59,26 @@ def _resolve(host, port, kind, what):
         infos = socket.getaddrinfo(host, port, type=kind)
     except socket.gaierror as exc:
         raise CollectorError("cannot resolve %s host %r: %s" % (what, host, exc.strerror)) from None
+    except UnicodeError as exc:
+        # IDNA refuses a name before any lookup; its words vary with the
+        # Python version, so the common cases are worded here.
+        raise CollectorError("cannot resolve %s host %r: %s" % (what, host, _name_problem(host, exc))) from None
+    except ValueError as exc:
+        raise CollectorError("cannot resolve %s host %r: %s" % (what, host, exc)) from None
     # IPv4 first, as the reporter prefers it for names.
     infos.sort(key=lambda info: info[0] != socket.AF_INET)
     return infos[0][0], infos[0][4]
+
+
+def _name_problem(host, exc):
+    labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
+    if any(not label for label in labels):
+        return "it has an empty label"
+    if any(len(label) > 63 for label in labels):
+        return "it has a label longer than 63 characters"
+    reason = exc.reason if isinstance(exc, UnicodeEncodeError) else str(exc)
+    match = re.search(r"\(UnicodeError: (.*)\)\Z", reason)
+    return "it is not a host name (%s)" % (match.group(1) if match else reason)
 
 
 def _bind_udp(host, port):

@@ -196,3 +196,26 @@ def test_prometheus_errors_and_odd_values_it_can_read(serve):
     done = run_cli("report", "--prometheus", url, "--json")
     assert (done.returncode, done.stderr) == (0, ""), done
     assert json.loads(done.stdout) == {"processes": 3, "libraries": {"six": 3}}
+
+
+# --- 3. a host name IDNA refuses, or a port of other digits, is one line ----------------
+
+LONG_LABEL = "a" * 64 + ".example"
+
+
+@pytest.mark.parametrize("option, address, message", [
+    ("--udp", "a..b:1", "cannot resolve UDP host 'a..b': it has an empty label"),
+    ("--http", ".example:1", "cannot resolve HTTP host '.example': it has an empty label"),
+    ("--udp", f"{LONG_LABEL}:1", f"cannot resolve UDP host '{LONG_LABEL}': it has a label longer than 63 characters"),
+    ("--http", f"{LONG_LABEL}:1",
+     f"cannot resolve HTTP host '{LONG_LABEL}': it has a label longer than 63 characters"),
+    ("--udp", "\x80x:1", "cannot resolve UDP host '\\x80x': it is not a host name (Invalid character '\\x80')"),
+    # str.isdigit() takes these, int() does not.
+    ("--udp", "127.0.0.1:\u00b2", "--udp '127.0.0.1:\u00b2' is not HOST:PORT (for IPv6, [ADDRESS]:PORT)"),
+    ("--http", "127.0.0.1:\u2460", "--http '127.0.0.1:\u2460' is not HOST:PORT (for IPv6, [ADDRESS]:PORT)"),
+])
+def test_an_address_that_cannot_be_one_is_one_line_and_creates_nothing(tmp_path, option, address, message):
+    args = {"--udp": "127.0.0.1:0", "--http": "127.0.0.1:0", option: address}
+    done = run_cli("collect", "--udp", args["--udp"], "--http", args["--http"], "--db", tmp_path / "x" / "s.sqlite3")
+    assert_one_line_error(done, "collect", message)
+    assert list(tmp_path.iterdir()) == []
