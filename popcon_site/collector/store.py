@@ -14,6 +14,7 @@ import fcntl
 import math
 import os
 import sqlite3
+import stat
 import threading
 
 from popcon_site.collector.lines import ACCEPTED, OUTCOMES, OVER_CAP, is_library, is_version
@@ -188,9 +189,11 @@ def read_counts(path):
     collector that may be writing it.  Returns ``(prefix, Snapshot)``."""
     if not os.path.exists(path):
         raise StoreError("%s does not exist; is `popcon-site collect --db %s` running, or did it ever run?" % (path, path))
-    if os.path.isdir(path):
-        raise StoreError("%s is a directory, not a store file; give --db the file `popcon-site collect` writes"
-                         % (path,))
+    # Checked without opening anything: SQLite would wait forever on a FIFO.
+    kind = _not_a_file(path)
+    if kind:
+        raise StoreError("%s is %s, not a store file; give --db the file `popcon-site collect` writes" % (path, kind))
+    _check_companions(path, (path + "-wal", path + "-shm"))
     try:
         try:
             meta, loaded = _read(path)
@@ -233,13 +236,53 @@ def check_path(path):
     """Refuse a store path that cannot be a file, before anything is created."""
     if not path:
         raise StoreError("the store path is empty; give --db the path of a file")
-    if os.path.isdir(path):
-        raise StoreError("%s is a directory; give --db the path of a file" % (path,))
+    kind = _not_a_file(path)
+    if kind:
+        raise StoreError("%s is %s; give --db the path of a file" % (path, kind))
     parent = os.path.dirname(os.path.abspath(path))
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
         raise StoreError("cannot store counts in %s: %s is not a directory" % (path, parent))
+    _check_companions(path, (path + "-wal", path + "-shm", _lock_path(path)))
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _not_a_file(path):
+    """What ``path`` is when it exists and is not a regular file (or a
+    symbolic link to one), such as "a FIFO (named pipe)"; else None."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        # Missing, or not reachable: opening it says why, in its own words.
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    for test, kind in _KINDS:
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _check_companions(path, names):
+    """Refuse a store whose journal, shared-memory or lock file is not a
+    regular file: SQLite or the lock would block on a FIFO, or use it."""
+    for name in names:
+        kind = _not_a_file(name)
+        if kind:
+            raise StoreError("cannot use the store %s: %s is %s, not a file; remove it" % (path, name, kind))
+
+
+def _lock_path(path):
+    return path + ".lock"
 
 
 class CountStore:
@@ -298,12 +341,19 @@ class CountStore:
         self._created = ([], [])
 
     def _take_file_lock(self):
-        lock_path = self.path + ".lock"
+        lock_path = _lock_path(self.path)
         existed = os.path.exists(lock_path)
         try:
-            self._lock_file = open(lock_path, "a")
+            # Non-blocking: a FIFO put there since check_path must not hang
+            # the start (opened for writing, one without a reader fails).
+            fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
         except OSError as exc:
             raise StoreError("cannot store counts in %s: %s" % (self.path, _describe(exc))) from None
+        self._lock_file = os.fdopen(fd, "a")
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            self._lock_file.close()
+            self._lock_file = None
+            raise StoreError("cannot use the store %s: %s is not a regular file; remove it" % (self.path, lock_path))
         try:
             fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

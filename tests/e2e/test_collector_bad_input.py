@@ -219,3 +219,62 @@ def test_an_address_that_cannot_be_one_is_one_line_and_creates_nothing(tmp_path,
     done = run_cli("collect", "--udp", args["--udp"], "--http", args["--http"], "--db", tmp_path / "x" / "s.sqlite3")
     assert_one_line_error(done, "collect", message)
     assert list(tmp_path.iterdir()) == []
+
+
+# --- 4. a store path that is not a regular file is refused without opening it ----------
+
+def entries(directory: Path) -> list[tuple[str, str]]:
+    import stat
+
+    def kind(mode):
+        return "fifo" if stat.S_ISFIFO(mode) else "dir" if stat.S_ISDIR(mode) else \
+            "socket" if stat.S_ISSOCK(mode) else "file"
+
+    return sorted((p.name, kind(p.lstat().st_mode)) for p in directory.iterdir())
+
+
+@pytest.mark.parametrize("kind", ["fifo", "socket", "character device"])
+def test_a_store_path_that_is_not_a_file_is_refused_by_both_commands(tmp_path, kind):
+    import socket
+
+    if kind == "fifo":
+        db = tmp_path / "f.sqlite3"
+        os.mkfifo(db)
+        what = "a FIFO (named pipe)"
+    elif kind == "socket":
+        db = tmp_path / "s.sqlite3"
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(str(db))
+        what = "a socket"
+    else:
+        db = Path("/dev/null")
+        what = "a character device"
+    before = entries(tmp_path)
+    # A FIFO made report wait for a writer forever.
+    done = run_cli("report", "--db", db, timeout=30)
+    assert_one_line_error(done, "report", f"{db} is {what}, not a store file; give --db the file "
+                          "`popcon-site collect` writes")
+    done = run_cli("collect", *FREE_PORTS, "--db", db, timeout=30)
+    assert_one_line_error(done, "collect", f"{db} is {what}; give --db the path of a file")
+    assert entries(tmp_path) == before
+    if kind == "socket":
+        server.close()
+
+
+@pytest.mark.parametrize("companion, make", [
+    ("-wal", os.mkfifo), ("-shm", os.mkfifo), ("-wal", os.mkdir), (".lock", os.mkfifo), (".lock", os.mkdir),
+])
+def test_a_store_whose_journal_or_lock_is_not_a_file_is_refused(real_store, tmp_path, companion, make):
+    db = tmp_path / "counts.sqlite3"
+    shutil.copy(real_store, db)
+    make(f"{db}{companion}")
+    before, content = entries(tmp_path), db.read_bytes()
+    kind = "a FIFO (named pipe)" if make is os.mkfifo else "a directory"
+    message = f"cannot use the store {db}: {db}{companion} is {kind}, not a file; remove it"
+    # A FIFO as the lock file made collect wait forever, deaf to SIGTERM; as
+    # the journal, SQLite used it and then deleted it.
+    assert_one_line_error(run_cli("collect", *FREE_PORTS, "--db", db, timeout=30), "collect", message)
+    if companion != ".lock":
+        # A reader takes no lock; it opens the journal and shared memory.
+        assert_one_line_error(run_cli("report", "--db", db, timeout=30), "report", message)
+    assert entries(tmp_path) == before and db.read_bytes() == content
