@@ -1,9 +1,9 @@
 """Aggregated counts: kept in memory, written to SQLite.
 
 One collector owns a store file at a time (an exclusive lock on
-``<db>.lock``).  It keeps every total in memory, which the cardinality cap
-bounds, and writes the totals that changed since the last flush in one
-transaction.  Writing absolute totals rather than increments makes a flush
+``<db>.lock``, beside the file a symbolic link points to).  It keeps every
+total in memory, which the cardinality cap bounds, and writes the totals
+that changed since the last flush in one transaction.  Writing absolute totals rather than increments makes a flush
 idempotent, and SQLite's WAL journal makes each flush atomic: a SIGKILL loses
 at most the counts received since the last flush, and never leaves a partial
 one.  Readers (``popcon-site report --db``) see the last committed flush
@@ -193,7 +193,7 @@ def read_counts(path):
     kind = _not_a_file(path)
     if kind:
         raise StoreError("%s is %s, not a store file; give --db the file `popcon-site collect` writes" % (path, kind))
-    _check_companions(path, (path + "-wal", path + "-shm"))
+    _check_companions(path, _journals(path))
     try:
         try:
             meta, loaded = _read(path)
@@ -203,7 +203,7 @@ def read_counts(path):
             # cannot create them ("attempt to write a readonly database").
             # Without a -wal file there is no writer, and the main file alone
             # is the whole store: read it as an immutable file.
-            if os.path.exists(path + "-wal") or not _cannot_write_beside(path):
+            if os.path.exists(_journals(path)[0]) or not _cannot_write_beside(path):
                 raise
             meta, loaded = _read(path, immutable=True)
     except sqlite3.Error as exc:
@@ -244,7 +244,7 @@ def check_path(path):
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
         raise StoreError("cannot store counts in %s: %s is not a directory" % (path, parent))
-    _check_companions(path, (path + "-wal", path + "-shm", _lock_path(path)))
+    _check_companions(path, _journals(path) + (_lock_path(path),))
 
 
 _KINDS = (
@@ -281,8 +281,18 @@ def _check_companions(path, names):
             raise StoreError("cannot use the store %s: %s is %s, not a file; remove it" % (path, name, kind))
 
 
+def _journals(path):
+    """The write-ahead log and shared-memory files of a store: SQLite puts
+    them beside the file a symbolic link points to."""
+    real = os.path.realpath(path)
+    return real + "-wal", real + "-shm"
+
+
 def _lock_path(path):
-    return path + ".lock"
+    """The lock file of a store, named after the file itself rather than
+    the spelling of its path, so that two collectors given the store through
+    a symbolic link, ``//`` or a relative path take the same lock."""
+    return os.path.realpath(path) + ".lock"
 
 
 class CountStore:
@@ -314,9 +324,10 @@ class CountStore:
         self._created[1].extend(missing)
         try:
             self._take_file_lock()
-            new = not os.path.exists(path)
-            if new:
-                self._created[0].extend((path, path + "-wal", path + "-shm"))
+            if not os.path.exists(path):
+                # The file SQLite creates, through a symbolic link too.
+                self._created[0].append(os.path.realpath(path))
+                self._created[0].extend(_journals(path))
             self._open()
         except BaseException:
             self.discard()

@@ -278,3 +278,65 @@ def test_a_store_whose_journal_or_lock_is_not_a_file_is_refused(real_store, tmp_
         # A reader takes no lock; it opens the journal and shared memory.
         assert_one_line_error(run_cli("report", "--db", db, timeout=30), "report", message)
     assert entries(tmp_path) == before and db.read_bytes() == content
+
+
+# --- 5. one collector per store, whatever the spelling of its path ------------------------
+
+def test_one_collector_owns_a_store_whatever_the_spelling_of_its_path(tmp_path):
+    store_dir = tmp_path / "d"
+    store_dir.mkdir()
+    real = store_dir / "counts.sqlite3"
+    link = tmp_path / "link.sqlite3"
+    link.symlink_to(real)  # dangling until the first collector creates the store through it
+    (tmp_path / "dlink").symlink_to(store_dir)
+    first = CollectorProcess(link, PREFIX)
+    try:
+        first.send(*[f"{PREFIX}.six:1|c".encode()] * 3)
+        first.fence()
+        for spelling in (real, f"{store_dir}//counts.sqlite3", "d/counts.sqlite3", "./d/../d/counts.sqlite3",
+                         "dlink/counts.sqlite3"):
+            done = run_cli("collect", *FREE_PORTS, "--db", spelling, cwd=tmp_path)
+            assert_one_line_error(done, "collect", f"{spelling} is in use by another collector")
+        first.send(*[f"{PREFIX}.six:1|c".encode()] * 2)
+        first.fence()
+    finally:
+        assert first.stop() == (0, "")
+    # The lock and the store sit beside each other, the link is still a link,
+    # and every count arrived.
+    assert entries(store_dir) == [("counts.sqlite3", "file"), ("counts.sqlite3.lock", "file")]
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    done = run_cli("report", "--db", real, "--json")
+    assert json.loads(done.stdout) == {"processes": 2, "libraries": {"six": 5}}, done
+
+    # The other way round: the real path first, then the link.
+    second = CollectorProcess(real, PREFIX)
+    try:
+        assert_one_line_error(run_cli("collect", *FREE_PORTS, "--db", link), "collect",
+                              f"{link} is in use by another collector")
+    finally:
+        assert second.stop() == (0, "")
+
+
+def test_a_store_made_through_a_link_is_removed_when_collect_cannot_start(tmp_path):
+    import resource
+    import subprocess
+    import sys
+
+    from support.collector_proc import cli_environ
+
+    real = tmp_path / "d" / "counts.sqlite3"
+    real.parent.mkdir()
+    link = tmp_path / "link.sqlite3"
+    link.symlink_to(real)
+
+    def no_file_size():
+        # The store is created, then its first write fails.
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+
+    done = subprocess.run([sys.executable, "-m", "popcon_site", "collect", *FREE_PORTS, "--db", str(link)],
+                          capture_output=True, text=True, env=cli_environ(), stdin=subprocess.DEVNULL,
+                          preexec_fn=no_file_size, timeout=60)
+    assert_one_line_error(done, "collect", f"cannot open {link}: disk I/O error (a full disk or a file size limit "
+                          "gives this too)")
+    # What it created through the link is gone, lock and all; the link stays.
+    assert entries(real.parent) == [] and link.is_symlink() and os.readlink(link) == str(real)
