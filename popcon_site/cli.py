@@ -356,12 +356,56 @@ def _interval(text):
     return value
 
 
+class _HelpOutputError(Exception):
+    """--help or --version could not write standard output."""
+
+    def __init__(self, prog, error):
+        super().__init__(str(error))
+        self.prog = prog
+
+
+# Set by main(): standard output was closed when the command started (fd 1
+# is /dev/null since, so a write to it would succeed and be seen by no one).
+_stdout_closed = False
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose --help and --version need a standard output
+    they can write, as every command does: argparse writes them with errors
+    ignored (and to stderr when stdout is closed), and exits 0."""
+
+    def print_help(self, file=None):
+        if file is not None and file is not sys.stdout:
+            return super().print_help(file)
+        self.write_stdout(self.format_help())
+
+    def write_stdout(self, text):
+        if _stdout_closed or sys.stdout is None:
+            raise _HelpOutputError(self.prog, "standard output is closed; redirect it to a file or /dev/null "
+                                   "instead")
+        try:
+            _write_out(text)
+        except OutputError as exc:
+            raise _HelpOutputError(self.prog, exc) from None
+
+
+class _Version(argparse.Action):
+    def __init__(self, option_strings, version, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                 help="show program's version number and exit"):
+        super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0, help=help)
+        self.version = version
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.write_stdout(self.version + "\n")
+        parser.exit()
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Count which installed libraries the Python processes of an environment import.",
     )
-    parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
+    parser.add_argument("--version", action=_Version, version="%s %s" % (PROG, __version__))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -447,9 +491,12 @@ def _main(argv):
     # collect treats these signals as a request to stop cleanly; set that up
     # before anything else, so that a signal during start-up (the imports,
     # the argument parsing) is a clean stop too and never a traceback.
+    global _stdout_closed
+
     stop = _StopRequest()
     stop.install()
     closed = _closed_standard_fds()
+    _stdout_closed = 1 in closed
     # The settings the user's processes see, before this process opts out.
     environ = dict(os.environ)
     # This is admin tooling: its own imports (prometheus_client, ...) are not
@@ -458,7 +505,16 @@ def _main(argv):
     # interpreter that way on purpose).
     os.environ["PYTHON_POPCONTEST_DISABLE"] = "1"
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _HelpOutputError as exc:
+        _discard_stdout()
+        _say("%s: error: %s" % (exc.prog, exc))
+        return EXIT_ERROR
+    except BrokenPipeError:
+        # `popcon-site --help | head -1`: the reader left.
+        _discard_stdout()
+        return EXIT_OK
     if args.command != "collect":
         # The other commands are interrupted by Ctrl-C as usual.
         stop.uninstall()

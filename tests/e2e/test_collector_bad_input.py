@@ -340,3 +340,38 @@ def test_a_store_made_through_a_link_is_removed_when_collect_cannot_start(tmp_pa
                           "gives this too)")
     # What it created through the link is gone, lock and all; the link stays.
     assert entries(real.parent) == [] and link.is_symlink() and os.readlink(link) == str(real)
+
+
+# --- 6. --help and --version need a writable standard output too -------------------------
+
+@pytest.mark.parametrize("args, prog", [
+    ("--version", "popcon-site"), ("--help", "popcon-site"), ("-h", "popcon-site"),
+    ("report --help", "popcon-site report"), ("collect -h", "popcon-site collect"),
+])
+@pytest.mark.parametrize("redirect, message", [
+    (">&-", "standard output is closed; redirect it to a file or /dev/null instead"),
+    (">/dev/full", "cannot write to standard output: No space left on device"),
+])
+def test_help_and_version_with_an_unwritable_stdout_are_one_line(tmp_path, args, prog, redirect, message):
+    import subprocess
+    import sys
+
+    from conftest import require
+    from support.collector_proc import cli_environ
+
+    if redirect == ">/dev/full" and not os.path.exists("/dev/full"):
+        require("no /dev/full on this system")
+
+    def shell(command):
+        env = dict(cli_environ(), PYTHON=sys.executable)
+        return subprocess.run(["bash", "-c", "set -o pipefail; " + command], capture_output=True, text=True,
+                              env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, timeout=60)
+
+    done = shell(f'"$PYTHON" -m popcon_site {args} {redirect}')
+    assert (done.returncode, done.stderr) == (1, f"{prog}: error: {message}\n"), done
+    # Without a stderr either, the exit code still says it.
+    assert shell(f'"$PYTHON" -m popcon_site {args} {redirect} 2>&-').returncode == 1
+    # A reader that leaves early is no error, as for the commands.
+    done = shell(f'"$PYTHON" -m popcon_site {args} | head -c 1')
+    assert (done.returncode, done.stdout, done.stderr) == (0, "p" if args == "--version" else "u", ""), done
+    assert list(tmp_path.iterdir()) == []
