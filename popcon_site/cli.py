@@ -474,6 +474,9 @@ def build_parser():
     mapping.add_argument("--prefix", type=_prefix, default=None,
                          help="one prefix to map (default: the default prefix and every "
                          "python_popcon.<namespace>.library_used)")
+    # For the checks made after parsing, so that their errors come with the
+    # usage of the subcommand they are about.
+    parser.commands = sub.choices
     return parser
 
 
@@ -524,7 +527,7 @@ def _main(argv):
         args.db = default_db()
     if args.command == "report":
         if args.prometheus is None and (args.range or args.match):
-            parser.error("--range and --match need --prometheus")
+            parser.commands["report"].error("--range and --match need --prometheus")
     try:
         if 1 in closed or sys.stdout is None:
             # Every command writes its result, or collect its start line,

@@ -375,3 +375,16 @@ def test_help_and_version_with_an_unwritable_stdout_are_one_line(tmp_path, args,
     done = shell(f'"$PYTHON" -m popcon_site {args} | head -c 1')
     assert (done.returncode, done.stdout, done.stderr) == (0, "p" if args == "--version" else "u", ""), done
     assert list(tmp_path.iterdir()) == []
+
+
+# --- 7. --range and --match without --prometheus: the report subcommand's usage ----------
+
+@pytest.mark.parametrize("args", [("--range", "30d"), ("--match", 'namespace="hub_a"'),
+                                  ("--db", "counts.sqlite3", "--range", "30d")])
+def test_range_without_prometheus_is_a_usage_error_of_report(tmp_path, args):
+    done = run_cli("report", *args, cwd=tmp_path)
+    usage = run_cli("report", "--help").stdout.split("\n\n")[0]
+    assert usage.startswith("usage: popcon-site report [-h]"), usage
+    assert (done.returncode, done.stdout) == (2, ""), done
+    assert done.stderr == f"{usage}\npopcon-site report: error: --range and --match need --prometheus\n", done
+    assert list(tmp_path.iterdir()) == []
