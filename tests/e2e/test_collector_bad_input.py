@@ -388,3 +388,15 @@ def test_range_without_prometheus_is_a_usage_error_of_report(tmp_path, args):
     assert (done.returncode, done.stdout) == (2, ""), done
     assert done.stderr == f"{usage}\npopcon-site report: error: --range and --match need --prometheus\n", done
     assert list(tmp_path.iterdir()) == []
+
+
+# --- 8. every key of report --json is documented -------------------------------------------
+
+def test_every_key_of_report_json_is_in_the_readme(real_store):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    done = run_cli("report", "--db", real_store, "--json", "--min-count", "1", "--versions", "--unused")
+    assert done.returncode == 0, done
+    keys = set(json.loads(done.stdout))
+    assert keys == {"processes", "libraries", "hidden", "versions", "hidden_versions", "unused", "unused_below",
+                    "unused_without_modules"}
+    assert [key for key in sorted(keys) if f'"{key}"' not in readme] == []
