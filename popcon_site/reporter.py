@@ -87,7 +87,7 @@ def report(module_names, search_path, environ, local=()):
         _write_stderr("popcon-site: dry run, would send to %s:\n%s\n" % (target, "\n".join(lines)))
         return
     try:
-        wire.send_datagrams(settings.host, settings.port, datagrams)
+        wire.send_datagrams(settings.host, settings.port, datagrams, debug)
     except (OSError, UnicodeError) as exc:
         debug("could not send to %s: %s" % (target, exc))
         return

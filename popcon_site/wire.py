@@ -11,8 +11,6 @@ that reports.
 [b'a:1|c\\nb:1|c']
 """
 
-import os
-
 from popcon_site.config import denominator_name
 
 __all__ = ["DATAGRAM_LIMIT", "pack_datagrams", "report_lines", "send_datagrams"]
@@ -85,15 +83,13 @@ def pack_datagrams(lines, limit=DATAGRAM_LIMIT):
     return datagrams
 
 
-def _address(host, port):
+def _address(_socket, host, port, debug):
     """Resolve host to (family, sockaddr), preferring IPv4 like statsd clients do.
 
-    The host is passed as bytes: a str host makes getaddrinfo import the idna
-    codec (encodings.idna, stringprep, unicodedata), about 1 ms.  IP literals
-    are recognised first and never touch the resolver.
+    IP literals are recognised first and, like ``localhost`` (which RFC 6761
+    reserves for loopback), never touch the resolver.  Other names go to
+    :mod:`popcon_site.resolve`, which bounds the wait and remembers answers.
     """
-    import _socket
-
     if ":" in host:
         text = host[1:-1] if host.startswith("[") and host.endswith("]") else host
         _socket.inet_pton(_socket.AF_INET6, text)
@@ -103,43 +99,27 @@ def _address(host, port):
         return _socket.AF_INET, (host, port)
     except OSError:
         pass
-    # A non-ASCII name raises UnicodeEncodeError here, which the caller handles.
-    infos = _resolve(_socket, host.encode("ascii"), port)
-    for family, _, _, _, sockaddr in infos:
-        if family == _socket.AF_INET:
-            return family, sockaddr
-    family, _, _, _, sockaddr = infos[0]
-    return family, sockaddr
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return _socket.AF_INET, ("127.0.0.1", port)
+    if not host.isascii():
+        raise OSError("%r is not an ASCII host name" % (host,))
+    from popcon_site import resolve
+
+    return resolve.address(host, port, debug)
 
 
-# When a DNS server does not answer, glibc's resolver waits 5 s per try and
-# tries twice, for every name it tries; getaddrinfo takes no timeout, and this
-# runs in the exit of someone else's process, which would hang for 10 s or
-# more.  glibc reads RES_OPTIONS when a thread's resolver state initialises,
-# which for most processes is this very lookup: with these options it gives up
-# after about a second.  Options the user set come after ours, so theirs win.
-_RESOLVER_OPTIONS = "timeout:1 attempts:1"
+def _silent(message):
+    pass
 
 
-def _resolve(_socket, name, port):
-    environ = os.environ
-    saved = environ.get("RES_OPTIONS")
-    environ["RES_OPTIONS"] = _RESOLVER_OPTIONS if saved is None else _RESOLVER_OPTIONS + " " + saved
-    try:
-        return _socket.getaddrinfo(name, port, 0, _socket.SOCK_DGRAM)
-    finally:
-        if saved is None:
-            del environ["RES_OPTIONS"]
-        else:
-            environ["RES_OPTIONS"] = saved
-
-
-def send_datagrams(host, port, datagrams):
+def send_datagrams(host, port, datagrams, debug=_silent):
     """Send datagrams over UDP to host:port.  Never blocks on the send itself;
-    raises OSError (including resolution errors) for the caller to handle."""
+    raises OSError (including resolution errors) for the caller to handle.
+    ``debug`` takes a line about how the host was resolved."""
     import _socket
 
-    family, sockaddr = _address(host, port)
+    family, sockaddr = _address(_socket, host, port, debug)
     sock = _socket.socket(family, _socket.SOCK_DGRAM)
     try:
         sock.setblocking(False)

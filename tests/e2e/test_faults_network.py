@@ -6,6 +6,8 @@ PYTHON_POPCONTEST_DISABLE=1, and compares exit code, stdout and stderr byte
 for byte (support/faults.py).
 """
 
+import secrets
+
 import pytest
 
 from conftest import require
@@ -72,6 +74,101 @@ def test_resolver_that_never_answers_does_not_hold_the_exit(case, netns, tmp_pat
            "FAULT_SILENT_DNS": str(venv.python), "FAULT_DNS_READY": str(tmp_path / "dns-ready")}
     result = ran_script(case("-c", SCRIPT, env=env, wrap=faults.in_netns, timeout=DNS_STALL_BOUND))
     result.assert_reports()
+
+
+K8S_HOST = "popcon-statsd-prometheus-statsd-exporter.monitoring.svc.cluster.local"
+K8S_RESOLV = "nameserver 127.0.0.1\nsearch hub.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"
+
+
+@pytest.mark.parametrize("resolv, host", [
+    ("nameserver 127.0.0.1\n", "statsd.popcontest.example"),
+    (K8S_RESOLV, K8S_HOST),
+], ids=["plain", "kubernetes-search-list"])
+def test_resolver_that_never_answers_after_the_program_resolved_a_name(case, netns, tmp_path, venv, resolv, host):
+    # glibc sets up a thread's resolver once, at its first lookup: in a
+    # program that resolved any name before (here localhost, from
+    # /etc/hosts), resolver options set later are ignored, and a search list
+    # multiplies the 10 s a silent server costs per name.
+    conf = tmp_path / "resolv.conf"
+    conf.write_text(resolv)
+    env = {"PYTHON_POPCONTEST_STATSD_HOST": host, "FAULT_RESOLV": str(conf),
+           "FAULT_SILENT_DNS": str(venv.python), "FAULT_DNS_READY": str(tmp_path / "dns-ready")}
+    script = "import socket\nsocket.getaddrinfo('localhost', 80)\n" + SCRIPT
+    result = ran_script(case("-c", script, env=env, wrap=faults.in_netns, timeout=DNS_STALL_BOUND))
+    result.assert_reports()
+
+
+WATCH_ENVIRON = """
+import os, sys, threading
+import acme_widgets
+before = dict(os.environ)
+
+def watch():
+    while True:
+        if dict(os.environ) != before:
+            os.write(1, b"the environment changed\\n")
+            return
+
+threading.Thread(target=watch, daemon=True).start()
+print('out')
+print('err', file=sys.stderr)
+sys.exit(3)
+"""
+
+
+def test_resolving_the_host_leaves_the_programs_environment_alone(case, netns, tmp_path, venv):
+    # A daemon thread of the program reads os.environ while the report waits
+    # for a resolver that does not answer.
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("nameserver 127.0.0.1\n")
+    env = {"PYTHON_POPCONTEST_STATSD_HOST": "statsd.popcontest.example", "FAULT_RESOLV": str(conf),
+           "FAULT_SILENT_DNS": str(venv.python), "FAULT_DNS_READY": str(tmp_path / "dns-ready")}
+    ran_script(case("-c", WATCH_ENVIRON, env=env, wrap=faults.in_netns, timeout=DNS_STALL_BOUND)).assert_reports()
+
+
+@pytest.mark.parametrize("handler", ["lambda *args: print('SIGCHLD')", "signal.SIG_IGN"], ids=["handler", "ignored"])
+def test_the_resolvers_child_process_is_not_the_programs_business(case, handler):
+    # A name is resolved in a child process; a program's SIGCHLD handler must
+    # not run for it, and an ignored SIGCHLD (children reaped by the kernel)
+    # must not trouble the wait.  A name of its own, never remembered yet.
+    script = ("import signal, sys, acme_widgets\n"
+              f"signal.signal(signal.SIGCHLD, {handler})\n"
+              "print('out')\nprint('err', file=sys.stderr)\nsys.exit(3)\n")
+    host = "popcon-%s.invalid" % secrets.token_hex(6)
+    ran_script(case("-c", script, env={"PYTHON_POPCONTEST_STATSD_HOST": host})).assert_reports()
+
+
+def _with_name_service(hosts, resolv, cmd):
+    # A private mount namespace with its own /etc/hosts and /etc/resolv.conf;
+    # the network is the machine's, so the listener is reachable.
+    return ["unshare", "-m", "sh", "-c", 'mount --bind "$1" /etc/hosts && mount --bind "$2" /etc/resolv.conf '
+            '&& shift 2 && exec "$@"', "name-service", str(hosts), str(resolv), *map(str, cmd)]
+
+
+def test_a_resolved_name_is_remembered_when_the_resolver_then_fails(scratch_venv, listener, prefix, tmp_path, netns):
+    name = "statsd.popcontest.example"
+    known, unknown, refused = tmp_path / "hosts-known", tmp_path / "hosts-unknown", tmp_path / "resolv.conf"
+    known.write_text("127.0.0.1 localhost\n127.0.0.1 %s\n" % name)
+    unknown.write_text("127.0.0.1 localhost\n")
+    refused.write_text("nameserver 127.0.0.9\n")  # nothing listens there: every query is refused at once
+    env = {"PYTHON_POPCONTEST_STATSD_HOST": name}
+
+    def run(hosts):
+        cmd = _with_name_service(hosts, refused, [scratch_venv.python, "-c", SCRIPT])
+        return ran_script(faults.twin(cmd, listener=listener, prefix=prefix, env=env, expect=1))
+
+    addresses = scratch_venv.root / "var" / "cache" / "popcon-site"
+
+    run(known).assert_reports(prefix.report(ACME))     # resolved, and remembered
+    assert list(addresses.glob("addresses-*.marshal")), "the address was not remembered"
+    run(unknown).assert_reports(prefix.report(ACME))   # the name service fails now: the address is remembered
+
+    for path in addresses.glob("addresses-*.marshal"):
+        path.unlink()
+    run(unknown).assert_reports()                      # nothing remembered, and no answer: nothing sent
+    # A name that did not resolve is not looked up again for a while, so a
+    # broken resolver costs one bounded wait, not one per process.
+    run(known).assert_reports()
 
 
 def test_nothing_listening(case):
