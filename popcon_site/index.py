@@ -8,8 +8,8 @@ top-level name, so the deepest owner wins.
 
 Each directory on ``sys.path`` is indexed on its own, from the
 ``*.dist-info`` and ``*.egg-info`` entries in it, and cached with the
-directory's ``st_mtime_ns`` (see :mod:`popcon_site.lookup`, the half that
-runs at every reporting exit).  This module is the other half, building
+directory's ``st_mtime_ns`` (see :mod:`popcon_site.reporter`, which holds the
+half that runs at every reporting exit).  This module is the other half, building
 entries; the exit path imports it only when a directory changed.
 """
 
@@ -18,10 +18,10 @@ import os
 import sys
 
 # The warm half (the cache, the lookup, which directories count) lives in
-# popcon_site.lookup, so that the exit path never loads this module unless a
+# popcon_site.reporter, so that the exit path never loads this module unless a
 # directory changed.  Its public names are re-exported here for the CLI.
-from popcon_site import lookup
-from popcon_site.lookup import (
+from popcon_site.reporter import (
+    READ_LIMIT,
     CACHE_TAG,
     FORMAT,
     SHARDS,
@@ -432,7 +432,7 @@ def _archive_distributions(path):
             data = importer.get_data(member)
         except Exception:
             return None
-        return data.decode("utf-8", "replace") if len(data) <= lookup.READ_LIMIT else None
+        return data.decode("utf-8", "replace") if len(data) <= READ_LIMIT else None
 
     listing = {}
     for name in names:
@@ -502,7 +502,7 @@ def entry_for(path, mtime_ns):
     """A directory's cache entry: (mtime_ns, deep top-level names, shards).
 
     Each shard is the marshalled dict {root: (name, version)} of the roots
-    whose :func:`~popcon_site.lookup.shard_of` is its position.
+    whose :func:`~popcon_site.reporter.shard_of` is its position.
     """
     roots = scan_directory(path)
     deep = frozenset(r.partition(".")[0] for r in roots if "." in r)

@@ -1,9 +1,12 @@
-"""statsd lines, datagrams, and a lean UDP send.
+"""The statsd side of a report: settings, lines, datagrams, and a lean UDP send.
 
-Formatting is kept apart from sending so that both can be tested without a
-socket.  Sending uses ``_socket`` directly: ``socket`` costs about 13 ms to
-import, ``_socket`` about 0.6 ms, and this runs at the exit of every process
-that reports.
+Imported at the exit of every reporting process, so it imports only ``os``
+(and ``_socket`` to send), and holds only what a report needs: reading and
+validating the settings, formatting, packing and sending.  Formatting is
+kept apart from sending so that both can be tested without a socket.
+Sending uses ``_socket`` directly: ``socket`` costs about 13 ms to import,
+``_socket`` about 0.6 ms.  :mod:`popcon_site.config` builds on the settings
+reader here for the CLI and the collector.
 
 >>> report_lines("python_popcon.library_used", {"numpy": "1.26.4", "attrs": None})
 ['python_popcon.library_used.attrs:1|c', 'python_popcon.library_used.numpy:1|c', 'python_popcon.reports:1|c']
@@ -11,25 +14,166 @@ that reports.
 [b'a:1|c\\nb:1|c']
 """
 
-from popcon_site.config import denominator_name
+import os
 
-__all__ = ["DATAGRAM_LIMIT", "pack_datagrams", "report_lines", "send_datagrams"]
+__all__ = [
+    "DATAGRAM_LIMIT",
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "DEFAULT_PREFIX",
+    "RANK_VARIABLES",
+    "denominator_name",
+    "is_true",
+    "nonzero_rank",
+    "opted_out",
+    "pack_datagrams",
+    "prefix_problem",
+    "read_settings",
+    "report_lines",
+    "send_datagrams",
+]
+
+# --- settings -------------------------------------------------------------------
+
+DEFAULT_HOST = "localhost"
+DEFAULT_PORT = 8125
+DEFAULT_PREFIX = "python_popcon.library_used"
+
+# Prefix components: what statsd and statsd_exporter treat as one path
+# component, with no character that could start a new field or line.
+_COMPONENT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+_MAX_PREFIX = 200
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+# Launchers of parallel jobs set one of these in every rank; only rank 0
+# reports, so that a 512-rank job counts once.
+RANK_VARIABLES = (
+    "PMI_RANK",
+    "PMIX_RANK",
+    "OMPI_COMM_WORLD_RANK",
+    "MV2_COMM_WORLD_RANK",
+    "SLURM_PROCID",
+)
+
+
+def is_true(value):
+    """Return True for 1, true, yes or on, in any case and ignoring spaces.
+
+    >>> [is_true(v) for v in ("1", "TRUE", " on ", "0", "", None, "maybe")]
+    [True, True, True, False, False, False, False]
+    """
+    return value is not None and value.strip().lower() in _TRUE
+
+
+def opted_out(environ):
+    """Return True when PYTHON_POPCONTEST_DISABLE asks to opt out.
+
+    Besides 1/true/yes/on, any value that is not plainly false (0/false/no/off
+    or empty) opts out: someone who set the variable meant to opt out, and
+    privacy must not depend on spelling.  (``popcon_site.activate`` applies the
+    same rule at start-up.)
+
+    >>> [opted_out({"PYTHON_POPCONTEST_DISABLE": v}) for v in ("1", "Yes", "y", "0", "off", "")]
+    [True, True, True, False, False, False]
+    """
+    return environ.get("PYTHON_POPCONTEST_DISABLE", "").strip().lower() not in _FALSE
+
+
+def nonzero_rank(environ):
+    """Return the first MPI/Slurm rank variable naming a rank other than 0, or None.
+
+    Always None with PYTHON_POPCONTEST_ALL_RANKS on.
+
+    >>> nonzero_rank({"SLURM_PROCID": "0"}) is None, nonzero_rank({"PMI_RANK": "3"})
+    (True, 'PMI_RANK')
+    """
+    if is_true(environ.get("PYTHON_POPCONTEST_ALL_RANKS")):
+        return None
+    for name in RANK_VARIABLES:
+        value = environ.get(name)
+        if value is not None and value.strip() not in ("", "0"):
+            return name
+    return None
+
+
+def prefix_problem(prefix):
+    """Describe what is wrong with a statsd prefix, or return None when it is valid.
+
+    A valid prefix is one or more components of ``[A-Za-z0-9_-]+`` joined by
+    single dots, at most 200 characters.
+
+    >>> prefix_problem("python_popcon.hub-a.library_used") is None
+    True
+    >>> prefix_problem("a..b")
+    "prefix 'a..b' has an empty component"
+    >>> prefix_problem("a:1|c")
+    "prefix 'a:1|c' has a character outside [A-Za-z0-9_-] in component 'a:1|c'"
+    """
+    if not prefix:
+        return "prefix is empty"
+    if len(prefix) > _MAX_PREFIX:
+        return "prefix %r is longer than %d characters" % (prefix, _MAX_PREFIX)
+    for component in prefix.split("."):
+        if not component:
+            return "prefix %r has an empty component" % (prefix,)
+        if not _COMPONENT_CHARS.issuperset(component):
+            return "prefix %r has a character outside [A-Za-z0-9_-] in component %r" % (prefix, component)
+    return None
+
+
+def denominator_name(prefix):
+    """The statsd name of the per-process denominator for a library prefix.
+
+    It is the prefix without its last component, plus ``.reports``.  A
+    one-component prefix has no parent, so its denominator is ``<prefix>_reports``
+    (which maps to the same Prometheus name the default would give).
+
+    >>> denominator_name("python_popcon.library_used")
+    'python_popcon.reports'
+    >>> denominator_name("python_popcon.hub_a.library_used")
+    'python_popcon.hub_a.reports'
+    >>> denominator_name("popcon")
+    'popcon_reports'
+    """
+    parent, dot, _ = prefix.rpartition(".")
+    return parent + ".reports" if dot else prefix + "_reports"
+
+
+def read_settings(environ):
+    """The statsd destination of a report, validated; never raises.
+
+    Returns ``(host, port, prefix, problems)``: where a problem exists,
+    nothing may be sent.  :func:`popcon_site.config.settings_from_environ`
+    adds the switches to it.
+
+    >>> read_settings({})
+    ('localhost', 8125, 'python_popcon.library_used', [])
+    """
+    problems = []
+    host = environ.get("PYTHON_POPCONTEST_STATSD_HOST", "").strip() or DEFAULT_HOST
+    if len(host) > 253 or not host.isprintable() or " " in host:
+        problems.append("PYTHON_POPCONTEST_STATSD_HOST=%r is not a host name or address" % (host,))
+    raw_port = environ.get("PYTHON_POPCONTEST_STATSD_PORT", "").strip()
+    port = DEFAULT_PORT
+    if raw_port:
+        port = int(raw_port) if raw_port.isdigit() and raw_port.isascii() else 0
+        if not 0 < port < 65536:
+            problems.append("PYTHON_POPCONTEST_STATSD_PORT=%r is not a port number (1-65535)" % (raw_port,))
+    prefix = environ.get("PYTHON_POPCONTEST_STATSD_PREFIX", "").strip() or DEFAULT_PREFIX
+    problem = prefix_problem(prefix)
+    if problem:
+        problems.append("PYTHON_POPCONTEST_STATSD_PREFIX: " + problem)
+    return host, port, prefix, problems
+
+
+# --- lines and datagrams ----------------------------------------------------------
 
 # Fits any path MTU and is what statsd clients conventionally use.
 DATAGRAM_LIMIT = 512
 
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 _VERSION_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.+-_!")
-
-
-def _is_library_name(name):
-    # Canonical (PEP 503) names only: one statsd path component, nothing that
-    # could end a field or a line.
-    return bool(name) and len(name) <= 200 and _NAME_CHARS.issuperset(name)
-
-
-def _is_version(version):
-    return bool(version) and len(version) <= 64 and _VERSION_CHARS.issuperset(version)
 
 
 def report_lines(prefix, libraries, with_versions=False):
@@ -48,13 +192,17 @@ def report_lines(prefix, libraries, with_versions=False):
     []
     """
     lines = []
+    names = _NAME_CHARS
     for name in sorted(libraries):
-        if not _is_library_name(name):
+        # Canonical (PEP 503) names only: one statsd path component, nothing
+        # that could end a field or a line.
+        if not name or len(name) > 200 or not names.issuperset(name):
             continue
         line = "%s.%s:1|c" % (prefix, name)
-        version = libraries[name]
         if with_versions:
-            line += "|#version:" + (version if version and _is_version(version) else "unknown")
+            version = libraries[name]
+            valid = version and len(version) <= 64 and _VERSION_CHARS.issuperset(version)
+            line += "|#version:" + (version if valid else "unknown")
         lines.append(line)
     if lines:
         lines.append(denominator_name(prefix) + ":1|c")
@@ -82,6 +230,8 @@ def pack_datagrams(lines, limit=DATAGRAM_LIMIT):
         datagrams.append(current)
     return datagrams
 
+
+# --- sending ------------------------------------------------------------------------
 
 def _address(_socket, host, port, debug):
     """Resolve host to (family, sockaddr), preferring IPv4 like statsd clients do.
