@@ -110,15 +110,10 @@ def _start_counting():
     import atexit
 
     _take_baseline()
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-    atexit.register(_at_exit)
-
-
-def _after_fork_in_child():
     # A forked child inherits the parent's modules and exit handler; it reports
-    # only what it imports itself.
-    if _baseline is not None:
-        _take_baseline()
+    # only what it imports itself, so it takes a baseline of its own.
+    os.register_at_fork(after_in_child=_take_baseline)
+    atexit.register(_at_exit)
 
 
 def _at_exit():
@@ -129,9 +124,6 @@ def _at_exit():
         baseline = _baseline
         if baseline is None:
             return
-        stdlib = getattr(sys, "stdlib_module_names", ())
-        builtin = sys.builtin_module_names
-        candidates = []
         modules = sys.modules
         # The difference is taken in C, before any Python code runs, so daemon
         # threads still importing cannot change the dict under it.
@@ -141,35 +133,49 @@ def _at_exit():
         main_spec = getattr(modules.get("__main__"), "__spec__", None)
         if main_spec is not None:
             new.add(getattr(main_spec, "name", None))
+        stdlib = getattr(sys, "stdlib_module_names", ())
+        # A set: `in` on the tuple compared each new name with every entry,
+        # which was half the cost of this loop.
+        builtin = frozenset(sys.builtin_module_names)
+        candidates = []
         for name in new:
             if type(name) is not str or name in baseline:
                 continue
-            if name in modules and modules.get(name) is None:
-                continue  # a None entry is an import blocked on purpose, not a module
             top = name.partition(".")[0]
             if top in stdlib or top in builtin or top == "popcon_site" or top.startswith("__"):
                 continue
+            if modules.get(name, 0) is None:
+                continue  # a None entry is an import blocked on purpose, not a module
             candidates.append(name)
-        if candidates:
-            _report_with_own_imports(candidates)
+        if not candidates:
+            return
+        # The report's own imports go through the machinery as it was once
+        # site had finished (see _import).  Finders the program added (an
+        # import logger) stay; only machinery it took away is put back, for as
+        # long as the report runs.
+        builtins = modules["builtins"]
+        program = builtins.__import__, sys.meta_path, sys.path_hooks
+        builtins.__import__ = _import
+        restore = False
+        for finder in _meta_path:
+            if finder not in program[1]:
+                restore = True
+                break
+        else:
+            for hook in _path_hooks:
+                if hook not in program[2]:
+                    restore = True
+                    break
+        if restore:
+            sys.meta_path, sys.path_hooks = list(_meta_path), list(_path_hooks)
+        try:
+            from popcon_site import reporter
+
+            reporter.report_at_exit(candidates, _baseline_pid, _search_path, _script_entry)
+        finally:
+            builtins.__import__, sys.meta_path, sys.path_hooks = program
     except BaseException:  # noqa: BLE001, S110 - inside someone else's process, at exit
         pass
-
-
-def _report_with_own_imports(candidates):
-    builtins = sys.modules["builtins"]
-    program = builtins.__import__, sys.meta_path, sys.path_hooks
-    builtins.__import__ = _import
-    # Finders the program added (an import logger) stay; only machinery it
-    # took away is put back, for as long as the report runs.
-    if not all(f in program[1] for f in _meta_path) or not all(h in program[2] for h in _path_hooks):
-        sys.meta_path, sys.path_hooks = list(_meta_path), list(_path_hooks)
-    try:
-        from popcon_site import reporter
-
-        reporter.report_at_exit(candidates, _baseline_pid, _search_path, _script_entry)
-    finally:
-        builtins.__import__, sys.meta_path, sys.path_hooks = program
 
 
 def activate():
