@@ -577,7 +577,10 @@ def load(dirs, debug=None, rebuild=()):
 # --- looking up ---------------------------------------------------------------
 
 _EMPTY = {}
-_EMPTY_SHARD = marshal.dumps({})
+# An empty shard as marshal writes it: with the flag that marks an object it
+# may refer to again, which it sets for an object referenced elsewhere (the
+# builder's list of shards), and without.
+_EMPTY_SHARDS = (b"{0", b"\xfb0")
 
 
 class Index:
@@ -593,7 +596,7 @@ class Index:
         # tables: (directory, deep top-level names, shards), in sys.path order.
         # Directories with no distribution at all (the standard library's)
         # are dropped here, so that lookups do not decode their shards.
-        self._tables = [t for t in tables if t[2].count(_EMPTY_SHARD) != SHARDS]
+        self._tables = [t for t in tables if t[2].count(_EMPTY_SHARDS[0]) + t[2].count(_EMPTY_SHARDS[1]) != SHARDS]
         deep = set()
         for _, d, _ in self._tables:
             deep.update(d)
