@@ -62,6 +62,7 @@ __all__ = [
 MAX_CACHED_DIRS = 64
 
 _MODULE_SUFFIXES = (".py", ".pyc", ".pyd", ".so")
+_EMPTY_SHARD = marshal.dumps({})
 _STDLIB = frozenset(getattr(sys, "stdlib_module_names", ())) | frozenset(sys.builtin_module_names)
 
 
@@ -509,7 +510,10 @@ def entry_for(path, mtime_ns):
     shards = [{} for _ in range(SHARDS)]
     for root, owner in roots.items():
         shards[shard_of(root)][root] = owner
-    return (mtime_ns, deep, tuple(marshal.dumps(shard) for shard in shards))
+    # Every empty shard is one object, which marshal writes once and then
+    # refers to: decoding the cache, at every reporting exit, then creates
+    # one object where it created one per empty shard of every directory.
+    return (mtime_ns, deep, tuple(marshal.dumps(shard) if shard else _EMPTY_SHARD for shard in shards))
 
 
 def count_roots(entry):

@@ -577,9 +577,9 @@ def load(dirs, debug=None, rebuild=()):
 # --- looking up ---------------------------------------------------------------
 
 _EMPTY = {}
-# An empty shard as marshal writes it: with the flag that marks an object it
-# may refer to again, which it sets for an object referenced elsewhere (the
-# builder's list of shards), and without.
+# An empty shard as marshal writes it: b"{0" from the builder, which shares
+# one object among all the empty shards it writes, and b"\xfb0", with the
+# flag marshal sets on an object referred to elsewhere, from older builders.
 _EMPTY_SHARDS = (b"{0", b"\xfb0")
 
 
@@ -590,34 +590,25 @@ class Index:
     unusable while looking up; the caller indexes them again.
     """
 
-    __slots__ = ("_tables", "_deep", "_decoded", "damaged")
+    __slots__ = ("_tables", "_deep", "damaged")
 
     def __init__(self, tables):
-        # tables: (directory, deep top-level names, shards), in sys.path order.
-        # Directories with no distribution at all (the standard library's)
-        # are dropped here, so that lookups do not decode their shards.
-        self._tables = [t for t in tables if t[2].count(_EMPTY_SHARDS[0]) + t[2].count(_EMPTY_SHARDS[1]) != SHARDS]
+        # tables: (directory, deep top-level names, shards), in sys.path order,
+        # kept as (directory, shards, the shards decoded so far).  Directories
+        # with no distribution at all (the standard library's) are dropped
+        # here, so that lookups do not decode their shards.  The builder
+        # writes the empty shards of a directory as one object, which makes
+        # counting them a matter of identity.
+        self._tables = []
         deep = set()
-        for _, d, _ in self._tables:
-            deep.update(d)
+        for directory, names, shards in tables:
+            first = shards[0]
+            if first in _EMPTY_SHARDS and shards.count(first) == SHARDS:
+                continue
+            self._tables.append((directory, shards, [None] * SHARDS))
+            deep.update(names)
         self._deep = deep
-        self._decoded = {}
         self.damaged = set()
-
-    def _roots(self, position, shard):
-        key = (position, shard)
-        roots = self._decoded.get(key)
-        if roots is None:
-            directory, _, shards = self._tables[position]
-            try:
-                roots = marshal.loads(shards[shard])
-            except Exception:
-                roots = None
-            if type(roots) is not dict:
-                self.damaged.add(directory)
-                roots = _EMPTY
-            self._decoded[key] = roots
-        return roots
 
     def owner(self, module):
         """Return (canonical name, version) of the distribution that owns a
@@ -636,12 +627,21 @@ class Index:
         else:
             keys = (top,)
         for key in keys:
-            shard = shard_of(key)
-            for position in range(len(self._tables)):
-                hit = self._roots(position, shard).get(key)
+            shard = sum(key.encode("utf-8", "surrogateescape")) % SHARDS  # shard_of(key)
+            for directory, shards, decoded in self._tables:
+                roots = decoded[shard]
+                if roots is None:
+                    try:
+                        roots = marshal.loads(shards[shard])
+                    except Exception:
+                        roots = None
+                    if type(roots) is not dict:
+                        self.damaged.add(directory)
+                        roots = _EMPTY
+                    decoded[shard] = roots
+                hit = roots.get(key)
                 if hit is None:
                     continue
-                directory = self._tables[position][0]
                 if type(hit) is tuple and len(hit) == 2 and type(hit[0]) is str and type(hit[1]) is str:
                     return hit[0], hit[1], key, directory
                 self.damaged.add(directory)
@@ -651,15 +651,17 @@ class Index:
         """Map the canonical name of every distribution owning one of ``modules``
         to its version; each distribution appears once.  ``keep(root, directory)``,
         when given, can refuse a match (a local module shadowing the library)."""
-        found = {}
-        seen = set()
         deep = self._deep
-        for module in modules:
-            top = module.partition(".")[0]
-            key = module if top in deep else top
-            if key in seen:
-                continue
-            seen.add(key)
+        if deep:
+            # Inside a namespace package each module may have an owner of its own.
+            keys = {}
+            for module in modules:
+                top = module.partition(".")[0]
+                keys[module if top in deep else top] = None
+        else:
+            keys = {module.partition(".")[0] for module in modules}
+        found = {}
+        for key in keys:
             hit = self._match(key)
             if hit is not None and (keep is None or keep(hit[2], hit[3])):
                 found[hit[0]] = hit[1]
