@@ -107,22 +107,71 @@ class Distribution:
 # process's exit status from "killed by SIGINT" into 1.
 
 
-def _top_level_files(text, suffix):
-    """Files at the directory root listed in a file list (RECORD format) whose
-    names end with ``suffix``."""
-    if suffix not in text:  # a literal search: most distributions have none
-        return []
-    found = []
-    for line in text.splitlines():
-        path = line.partition(",")[0]
-        if path.endswith(suffix) and "/" not in path:
-            found.append(path)
-    return found
+# Characters besides \n and \r at which str.splitlines() also ends a line.
+_RARE_BREAKS = ("\x0b", "\x0c", "\x1c", "\x1d", "\x1e")
 
 
-def _pth_files(text):
-    """The .pth files installed at the directory root, from a file list."""
-    return _top_level_files(text, ".pth")
+def _split_lines(text):
+    """``text.splitlines()`` for plain text, at a fraction of the cost; None for
+    any other text.
+
+    splitlines looks at every character for eleven kinds of line boundary;
+    in plain text, ASCII with lines ending in \\n, str.split("\\n") is exact
+    and a sixth cheaper.  (Lines ending in \\r\\n, as pip writes RECORD, are
+    not plain: replacing or counting the \\r costs more than it saves.)
+
+    >>> _split_lines("a,,\\nb,,\\n"), _split_lines("a,,\\r\\nb,,\\r\\n"), _split_lines("")
+    (['a,,', 'b,,'], None, [])
+    """
+    if "\r" in text or not text.isascii() or any(c in text for c in _RARE_BREAKS):
+        return None
+    lines = text.split("\n")
+    if not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def _parse_file_list(text):
+    """(sorted lines, paths of the files at the directory root, whether the
+    text was plain) of a file list (RECORD format).
+
+    A RECORD lists every file, often thousands, while the roots depend only
+    on a few directories.  Sorting the lines puts each directory's files in
+    one block, so a binary search skips a whole package once it is known to
+    be one (:func:`_collect_roots`); the files at the root, where .pth files
+    and editable finders are, come out of the same walk.  A regular
+    expression over every line cost 5x more at 1000 distributions, and a
+    search of the whole text for each kind of root file a third of the build
+    (bench/).
+
+    >>> _parse_file_list("b/c.py,,\\nz.pth,,\\na.py,sha256=x,1\\n")
+    (['a.py,sha256=x,1', 'b/c.py,,', 'z.pth,,'], ['a.py', 'z.pth'], True)
+    """
+    from bisect import bisect_left  # build path only
+
+    lines = _split_lines(text)
+    plain = lines is not None
+    if not plain:
+        lines = text.splitlines()
+    if '"' in text:
+        # A CSV-quoted path (a comma in a file name): the roots come from the
+        # unquoted paths, the root files from each line as it is written.
+        top = [p for p in (line.partition(",")[0] for line in lines) if "/" not in p]
+        return sorted(_record_path(line) + "," for line in lines if line), top, plain
+    lines.sort()
+    top = []
+    i, n = 0, len(lines)
+    while i < n:
+        path = lines[i].partition(",")[0]
+        slash = path.find("/")
+        if slash == -1:
+            top.append(path)
+            i += 1
+        else:
+            # The block of lines under directory/ ends before directory + "0",
+            # the character after "/".
+            i = bisect_left(lines, path[:slash] + "0", i + 1, n)
+    return lines, top, plain
 
 
 def _record_path(line):
@@ -145,12 +194,24 @@ def _read_text(path):
 
 def _file_list(meta, entry):
     """The distribution's installed files, one ``path,...`` per line, relative to
-    the directory that holds the metadata; None when it lists none."""
+    the directory that holds the metadata, as :func:`_parse_file_list` gives
+    them; None when it lists none."""
     record = _read_text(os.path.join(meta, "RECORD"))
     if record is not None:
-        if record.startswith("/") or "\n/" in record:
-            record = _relative_record(record, os.path.dirname(meta))
-        return record
+        files = _parse_file_list(record)
+        if files[2]:
+            # Plain text: the lines that start with "/" come first of those
+            # from "/" on, in sorted order.
+            from bisect import bisect_left  # build path only
+
+            lines = files[0]
+            k = bisect_left(lines, "/")
+            absolute = k < len(lines) and lines[k].startswith("/")
+        else:
+            absolute = record.startswith("/") or "\n/" in record
+        if absolute:
+            files = _parse_file_list(_relative_record(record, os.path.dirname(meta)))
+        return files
     installed = _read_text(os.path.join(meta, "installed-files.txt"))
     if installed is None:
         return None
@@ -163,7 +224,7 @@ def _file_list(meta, entry):
         rel = os.path.normpath(os.path.join(entry, line)).replace(os.sep, "/")
         if not rel.startswith("../"):
             lines.append(rel + ",")
-    return "\n".join(lines)
+    return _parse_file_list("\n".join(lines))
 
 
 def _relative_record(record, directory):
@@ -181,8 +242,9 @@ def _relative_record(record, directory):
     return "\n".join(lines)
 
 
-def _roots_from_files(text, namespaces=frozenset()):
-    """Root module names of a file list (RECORD format).
+def _roots_from_files(files, namespaces=frozenset()):
+    """Root module names of a file list: RECORD-format text, or the sorted
+    lines :func:`_parse_file_list` made of one.
 
     ``namespaces`` are top-level packages to treat as namespaces although
     their ``__init__`` is listed (pkgutil or pkg_resources style).
@@ -194,17 +256,9 @@ def _roots_from_files(text, namespaces=frozenset()):
     >>> sorted(_roots_from_files("acmens/alpha/core.py,,\\nfoo-1.0.dist-info/RECORD,,\\n../../bin/x,,"))
     ['acmens.alpha.core']
     """
-    # A RECORD lists every file, often thousands, while the roots depend only
-    # on a few directories.  Sorting the lines puts each directory's files in
-    # one block, so a binary search skips a whole package once it is known to
-    # be one; a regular expression over every line cost 5x more at 1000
-    # distributions (bench/).
     from bisect import bisect_left  # build path only
 
-    if '"' in text:
-        lines = sorted(_record_path(line) + "," for line in text.splitlines() if line)
-    else:
-        lines = sorted(text.splitlines())
+    lines = _parse_file_list(files)[0] if type(files) is str else files
     roots = set()
     try:
         _collect_roots(lines, 0, len(lines), "", namespaces, roots, 0, bisect_left)
@@ -264,21 +318,28 @@ def _has_init(lines, directory, lo, hi, bisect_left):
 _NAMESPACE_MARKERS = (b"extend_path", b"declare_namespace")
 
 
-def _is_namespace_dir(path, top):
-    directory = os.path.join(path, top)
-    if not os.path.isdir(directory):
+def _is_namespace_dir(path, top, directories):
+    # ``directories``: the names of the directories in ``path``, from its
+    # listing, which saves a stat per top-level name.
+    if top not in directories:
         return False
+    directory = os.path.join(path, top)
     init = os.path.join(directory, "__init__.py")
-    if os.path.exists(init):
-        head = read_regular(init, limit=4096) or b""
+    head = read_regular(init, limit=4096)
+    if head is not None:
         return any(marker in head for marker in _NAMESPACE_MARKERS)
+    if os.path.exists(init):
+        return False  # larger than any namespace __init__, or not a file
     return not any(os.path.exists(os.path.join(directory, "__init__" + s)) for s in _MODULE_SUFFIXES)
 
 
-def _pth_dirs(path, text):
-    """Directories added by the .pth files a distribution installed (editable installs)."""
+def _pth_dirs(path, top):
+    """Directories added by the .pth files a distribution installed (editable
+    installs); ``top`` are the files it installed at the directory root."""
     dirs = []
-    for pth in _pth_files(text):
+    for pth in top:
+        if not pth.endswith(".pth"):
+            continue
         content = _read_text(os.path.join(path, pth)) or ""
         for line in content.splitlines():
             line = line.strip()
@@ -287,16 +348,17 @@ def _pth_dirs(path, text):
     return dirs
 
 
-def _editable_mapping(path, text):
-    """Top-level names that a setuptools editable finder maps to code elsewhere.
+def _editable_mapping(path, top):
+    """Top-level names that a setuptools editable finder maps to code elsewhere;
+    ``top`` are the files the distribution installed at the directory root.
 
     ``pip install -e`` through setuptools (PEP 660, flat layouts) installs
     ``__editable___<dist>_finder.py`` whose ``MAPPING`` names each top-level
     package and the directory it really lives in; nothing of it is in ``path``.
     """
     names = set()
-    for finder in _top_level_files(text, "_finder.py"):
-        if not finder.startswith("__editable___"):
+    for finder in top:
+        if not (finder.startswith("__editable___") and finder.endswith("_finder.py")):
             continue
         source = _read_text(os.path.join(path, finder)) or ""
         for line in source.splitlines():
@@ -351,40 +413,41 @@ def _listing(path):
     return listing
 
 
-def _read_distribution(path, entry, is_dir, present):
+def _read_distribution(path, entry, is_dir, present, directories):
     stem = entry.rpartition(".")[0]
     raw_name, _, rest = stem.partition("-")
     name = canonical_name(raw_name)
     version = rest.partition("-")[0]
     meta = os.path.join(path, entry)
     roots = set()
-    files = None
+    files = None  # what _file_list gives
     if is_dir:
         top_level = _read_text(os.path.join(meta, "top_level.txt"))
         if top_level is not None:
             roots = {t.strip().replace("/", ".") for t in top_level.splitlines() if t.strip()}
-            namespaces = {t for t in roots if "." not in t and _is_namespace_dir(path, t)}
+            namespaces = {t for t in roots if "." not in t and _is_namespace_dir(path, t, directories)}
             if namespaces:
                 files = _file_list(meta, entry)
                 if files:
-                    deeper = {r for r in _roots_from_files(files, namespaces) if r.partition(".")[0] in namespaces}
+                    deeper = {r for r in _roots_from_files(files[0], namespaces) if r.partition(".")[0] in namespaces}
                     if deeper:
                         roots = (roots - namespaces) | deeper
         else:
             files = _file_list(meta, entry)
             if files:
-                roots = _roots_from_files(files)
-                namespaces = {t for t in roots if "." not in t and _is_namespace_dir(path, t)}
+                roots = _roots_from_files(files[0])
+                namespaces = {t for t in roots if "." not in t and _is_namespace_dir(path, t, directories)}
                 if namespaces:
-                    deeper = {r for r in _roots_from_files(files, namespaces) if r.partition(".")[0] in namespaces}
+                    deeper = {r for r in _roots_from_files(files[0], namespaces) if r.partition(".")[0] in namespaces}
                     if deeper:
                         roots = (roots - namespaces) | deeper
     if files is None and not present.issuperset(r.partition(".")[0] for r in roots):
         # top_level.txt names modules that are not here: perhaps an editable
         # install, whose file list says where its code is.
         files = _file_list(meta, entry)
-    code_dirs = _pth_dirs(path, files) if files else []
-    mapped = _editable_mapping(path, files) if files and "__editable__" in files else set()
+    top = files[1] if files else ()
+    code_dirs = _pth_dirs(path, top)
+    mapped = _editable_mapping(path, top)
     elsewhere = set()
     for directory in code_dirs:
         # An editable install: its code lives in the directories its .pth
@@ -474,12 +537,13 @@ def distributions(path):
         return _archive_distributions(path)
     listing = _listing(path)
     present = _present_modules(listing)
+    directories = {name for name, is_dir in listing if is_dir}
     found = []
     for entry, is_dir in sorted(listing):
         if not entry.endswith((".dist-info", ".egg-info")):
             continue
         try:
-            found.append(_read_distribution(path, entry, is_dir, present))
+            found.append(_read_distribution(path, entry, is_dir, present, directories))
         except Exception:
             continue
     return found
