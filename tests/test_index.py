@@ -136,6 +136,30 @@ def test_missing_directory_and_file_are_empty(tmp_path):
     assert index.scan_directory(str(tmp_path / "archive.zip")) == {}
 
 
+_COMPONENTS = ["a", "ns", "__pycache__", "a-1.0.dist-info", "..", "_p", "1x", "", "__init__"]
+_FILES = ["__init__.py", "__init__.so", "__init__.txt", "m.py", "n.so", "z.pth", "w", "q.cpython-311-x86_64-linux-gnu.so"]
+_PATHS = st.lists(st.sampled_from(_COMPONENTS), max_size=10).flatmap(
+    lambda dirs: st.sampled_from(_FILES + _COMPONENTS).map(lambda name: "/".join([*dirs, name])))
+_LINES = st.tuples(st.sampled_from(["", "/"]), _PATHS, st.sampled_from([",,", ",sha256=x,1", "", ",a/b,2"])).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(blocks=st.lists(st.tuples(st.sampled_from(["a/", "ns/", "ns/p/", ""]), st.lists(_LINES, max_size=6)), max_size=5),
+       shuffle=st.randoms(), end=st.sampled_from(["", "\n", "\n\n"]),
+       namespaces=st.sampled_from([frozenset(), frozenset({"ns"}), frozenset({"a", "ns"})]))
+def test_file_lists_in_blocks_give_what_their_sorted_lines_give(blocks, shuffle, end, namespaces):
+    # The roots of a file list whose directories come in blocks are read off
+    # the text itself; whatever the text, they are those of its sorted lines.
+    lines = [prefix + line for prefix, group in blocks for line in group]
+    if shuffle.random() < 0.3:
+        shuffle.shuffle(lines)
+    text = "\n".join(lines) + end
+    files = index._FileList(text)
+    expected, top, _ = index._parse_file_list(text)
+    assert files.roots(namespaces) == index._roots_from_files(expected, namespaces)
+    assert sorted(index._FileList(text).top()) == sorted(top)
+
+
 @settings(max_examples=60, deadline=None)
 @given(record=st.text(max_size=400), top_level=st.one_of(st.none(), st.text(max_size=60)))
 def test_scanning_never_raises_on_arbitrary_metadata(record, top_level):
