@@ -147,14 +147,19 @@ def _at_exit():
         # under its own name; its spec still says which module it is.
         main_spec = getattr(modules.get("__main__"), "__spec__", None)
         if main_spec is not None:
-            new.add(getattr(main_spec, "name", None))
+            name = getattr(main_spec, "name", None)
+            if name not in baseline:
+                new.add(name)
         stdlib = getattr(sys, "stdlib_module_names", ())
-        # A set: `in` on the tuple compared each new name with every entry,
-        # which was half the cost of this loop.
+        # A set: `in` on the tuple compared each new name with every entry.
         builtin = frozenset(sys.builtin_module_names)
+        # Top-level modules of the standard library, most of what a process
+        # imports, go in C; the loop sees the rest.
+        new.difference_update(stdlib)
+        new.difference_update(builtin)
         candidates = []
         for name in new:
-            if type(name) is not str or name in baseline:
+            if type(name) is not str:
                 continue
             top = name.partition(".")[0]
             if top in stdlib or top in builtin or top == "popcon_site" or top.startswith("__"):
