@@ -1,10 +1,11 @@
 """Where the exit path's cost goes, step by step (for optimising the core).
 
-Replays what ``_bootstrap._report_at_exit`` does in a process that imported
-the 20 synthetic libraries, stopping after step k, for k = 0..N. The
-difference between successive callgrind counts is the instruction cost of
-step k, finalisation included; wall microseconds come from perf_counter_ns
-inside the full process (median over several processes).
+Replays what the exit handler (``popcon_site._at_exit``) and
+``popcon_site.reporter.report_at_exit`` do in a process that imported the 20
+synthetic libraries, stopping after step k, for k = 0..N. The difference
+between successive callgrind counts is the instruction cost of step k,
+finalisation included; wall microseconds come from perf_counter_ns inside the
+full process (median over several processes).
 
     python bench/exit_profile.py [--workdir DIR] [--runs N]
 
@@ -24,22 +25,23 @@ import harness  # noqa: E402
 import synthetic  # noqa: E402
 
 STEPS = [
-    ("import popcon_site.config", "from popcon_site import config"),
-    ("import popcon_site.wire", "from popcon_site import wire"),
-    ("import popcon_site.index", "from popcon_site import index"),
-    ("import popcon_site.reporter", "from popcon_site import reporter"),
-    ("candidates (stdlib filter)", "cands = [n for n in sys.modules.copy() if type(n) is str and n not in _p._baseline "
-     "and n.partition('.')[0] not in sys.stdlib_module_names and n.partition('.')[0] not in sys.builtin_module_names "
-     "and n.partition('.')[0] != 'popcon_site' and not n.startswith('__')]"),
-    ("config.opted_out + nonzero_rank", "config.opted_out(os.environ); config.nonzero_rank(os.environ)"),
-    ("reporter._without_script_directory",
-     "sp = getattr(reporter, '_without_script_directory', lambda p: p)(_p._search_path)"),
-    ("config.settings_from_environ", "s = config.settings_from_environ(os.environ)"),
-    ("index.search_dirs", "dirs = index.search_dirs(sp, s.include_user, reporter.debug)"),
-    ("index.load (warm)", "idx = index.load(dirs, reporter.debug)"),
-    ("Index.libraries", "libs = idx.libraries(cands); libs.pop('popcon-site', None)"),
-    ("wire.report_lines + pack", "dg = wire.pack_datagrams(wire.report_lines(s.prefix, libs, s.versions))"),
-    ("wire.send_datagrams", "wire.send_datagrams(s.host, s.port, dg)"),
+    ("import popcon_site.reporter (+ wire)", "from popcon_site import reporter, wire"),
+    # The handler itself, up to the report: reporter.report_at_exit is
+    # replaced by one that keeps the candidates.
+    ("exit handler: the candidates", "_r = reporter.report_at_exit; _c = []; "
+     "reporter.report_at_exit = lambda c, *a: _c.append(c); _p._at_exit(); "
+     "reporter.report_at_exit = _r; cands = _c[0]"),
+    ("wire.opted_out + nonzero_rank", "wire.opted_out(os.environ); wire.nonzero_rank(os.environ)"),
+    ("the program's own directories", "local = reporter._local_directories(_p._script_entry); "
+     "sp = reporter._search_path(_p._search_path, local)"),
+    ("wire.read_settings", "s = wire.read_settings(os.environ)"),
+    ("reporter.search_dirs", "dirs = reporter.search_dirs(sp, False, reporter.debug)"),
+    ("reporter.load (warm)", "idx = reporter.load(dirs, reporter.debug)"),
+    ("Index.libraries + shadow checks", "libs = idx.libraries(cands, "
+     "lambda m, d: not reporter._shadowed(m, d, sp, local)); libs.pop('popcon-site', None)"),
+    ("wire.report_lines + pack", "dg = wire.pack_datagrams(wire.report_lines(s[2], libs, False))"),
+    ("import _socket", "import _socket"),
+    ("wire.send_datagrams", "wire.send_datagrams(s[0], s[1], dg)"),
 ]
 
 
