@@ -82,7 +82,18 @@ def libraries_used(module_names, search_path, include_user=False, local=()):
     """
     dirs = search_dirs(search_path, include_user, debug)
 
+    modules = sys.modules
+    sep = os.sep
+
     def installed(module_name, directory):
+        # The installed copy itself, the common case, decided here at once;
+        # _shadowed looks at anything else (and at modules that fight back).
+        try:
+            where = getattr(modules.get(module_name), "__file__", None)
+        except Exception:
+            where = None
+        if type(where) is str and where.startswith(directory) and where[len(directory):len(directory) + 1] == sep:
+            return True
         if _shadowed(module_name, directory, search_path, local):
             debug("not counting %s: this copy is not the one installed in %s" % (module_name, directory))
             return False
