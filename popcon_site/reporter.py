@@ -156,7 +156,9 @@ def _local_directories(script_entry):
     script = getattr(getattr(main, "__loader__", None), "path", None) or getattr(main, "__file__", None)
     # -m runs have a spec, and their sys.path[0] is the cwd, seen above.
     if type(script) is str and getattr(main, "__spec__", None) is None:
-        places.append(os.path.dirname(script) or os.curdir)
+        place = os.path.dirname(script) or os.curdir
+        if place not in places:  # mostly the same directory: resolved once
+            places.append(place)
     local = set()
     for place in places:
         local.add(_absolute(place))
@@ -470,7 +472,7 @@ def cache_locations():
       without a writable home.
     """
     name = "index-%s.marshal" % CACHE_TAG
-    yield "environment", os.path.join(sys.prefix, "var", "cache", "popcon-site", name)
+    yield "environment", os.path.join(sys.prefix, "var/cache/popcon-site", name)  # one join: at every exit
     per_env = "index-%s-%s.marshal" % (CACHE_TAG, _fnv1a(sys.prefix))
     base = os.environ.get("XDG_CACHE_HOME", "")
     if not os.path.isabs(base):
