@@ -40,10 +40,10 @@ _CHILD = (
 
 
 def _locations():
-    from popcon_site import lookup
+    from popcon_site import reporter
 
-    name = "addresses-%s.marshal" % lookup.CACHE_TAG
-    for kind, path in lookup.cache_locations():
+    name = "addresses-%s.marshal" % reporter.CACHE_TAG
+    for kind, path in reporter.cache_locations():
         yield kind, os.path.join(os.path.dirname(path), name)
 
 
@@ -134,11 +134,11 @@ def address(host, port, debug):
     ``debug`` takes one line of explanation."""
     import time
 
-    from popcon_site import lookup
+    from popcon_site import reporter
 
     now = time.time()
     key = host.lower()
-    tables = [(kind, path, lookup.read_cache(kind, path)) for kind, path in _locations()]
+    tables = [(kind, path, reporter.read_cache(kind, path)) for kind, path in _locations()]
     # The freshest answer any of the files holds: another user's environment
     # file may be older than this user's own.
     entry = None

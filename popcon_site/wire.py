@@ -14,8 +14,6 @@ reader here for the CLI and the collector.
 [b'a:1|c\\nb:1|c']
 """
 
-import os
-
 __all__ = [
     "DATAGRAM_LIMIT",
     "DEFAULT_HOST",
