@@ -59,7 +59,9 @@ def _take_baseline():
     # there, never an installed distribution, and its mtime changes all the
     # time: keep it out of the index.  A script that inserted directories of
     # its own before its first import pushed it behind them: it is the last
-    # of the new entries at the front.
+    # of the new entries at the front.  When it was on sys.path already
+    # (PYTHONPATH names the directory that `python -m` runs in), it is the
+    # extra copy at the front.
     flags = sys.flags
     if not (flags.isolated or getattr(flags, "safe_path", False)):
         new = 0
@@ -67,6 +69,8 @@ def _take_baseline():
             new += 1
         if new:
             _script_entry = path.pop(new - 1)
+        elif path and path.count(path[0]) > _startup_path.count(path[0]):
+            _script_entry = path.pop(0)
     _search_path = tuple(path)
 
 

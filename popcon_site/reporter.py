@@ -177,18 +177,31 @@ def _absolute(path, how=os.path.abspath):
         return None
 
 
+def _identity(path):
+    """(st_dev, st_ino) of a directory, the same under every name it has, or None."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError, TypeError):
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _search_path(baseline_path, local):
     """The directories to search: sys.path as it was once site had finished,
     then those the program added since (a notebook's
-    ``sys.path.append('/shared/lib')``), never the program's own directories."""
+    ``sys.path.append('/shared/lib')``), never the program's own directories,
+    whatever their spelling (``//dir``, ``dir/.``, a symlink, another mount)."""
+    local_ids = {_identity(place) for place in local}
+    local_ids.discard(None)
     path = []
     for entry in baseline_path:
         absolute = _absolute(entry) if type(entry) is str else None
-        if absolute is not None and absolute not in local:
+        if absolute is not None and absolute not in local and _identity(absolute) not in local_ids:
             path.append(entry)
     current = sys.path if type(sys.path) is list else []
     for entry in current:
-        if type(entry) is str and os.path.isabs(entry) and entry not in path and os.path.abspath(entry) not in local:
+        if (type(entry) is str and os.path.isabs(entry) and entry not in path and os.path.abspath(entry) not in local
+                and _identity(entry) not in local_ids):
             path.append(entry)
     return path
 
@@ -396,7 +409,16 @@ def _private_places():
     # A home of "/" would make every directory private.
     homes = tuple(h for home in candidates if home and home != "~" for h in _spellings(home) if h.rstrip(os.sep))
     prefixes = tuple(s for p in _prefixes() for s in _spellings(p))
-    return sites, homes, prefixes
+    # The same directories by identity, for a path that reaches them under a
+    # name no spelling above gives: a bind mount, an automounter's alias
+    # (/net/server/home/u).  The environment wins over the home it lies in.
+    identities = {}
+    for kind, places in (("home", homes), ("site", sites), ("prefix", prefixes)):
+        for place in places:
+            identity = _identity(place)
+            if identity is not None:
+                identities[identity] = kind
+    return sites, homes, prefixes, identities
 
 
 def private_reason(path, places=None):
@@ -411,7 +433,7 @@ def private_reason(path, places=None):
     PYTHON_POPCONTEST_INCLUDE_USER=1.
     ``places`` is what :func:`_private_places` returns, computed once per search.
     """
-    sites, homes, prefixes = places or _private_places()
+    sites, homes, prefixes, identities = places or _private_places()
     paths = _spellings(path)
     if any(_under(p, s) for p in paths for s in sites):
         return "it is the user site-packages"
@@ -423,7 +445,20 @@ def private_reason(path, places=None):
         checkout = _checkout(p)
         if checkout:
             return "it is in the project checkout %s, outside the environment" % checkout
-    return None
+    # The directory and each of its parents by identity, nearest first.
+    current = paths[-1]
+    while True:
+        kind = identities.get(_identity(current))
+        if kind == "prefix":
+            return None
+        if kind == "site":
+            return "it is the user site-packages"
+        if kind == "home":
+            return "it is under the home directory, outside the environment"
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        current = parent
 
 
 def search_dirs(path, include_user=False, debug=None):

@@ -89,3 +89,51 @@ def test_dry_run_with_stderr_closed_never_writes_into_the_programs_files(venv, l
     assert proc.returncode == 0, proc
     assert (tmp_path / "data.txt").read_text() == "user data\n"
     assert listener.collect(expect=0) == []
+
+
+# --- the program's own directories, however they are spelled ---------------------
+
+@pytest.fixture
+def script_dir(tmp_path):
+    """A directory holding a script and the metadata of a private project, but
+    no checkout marker: private because the script runs from it."""
+    from support.faults import write_dist_info
+
+    proj = tmp_path / "proj"
+    write_dist_info(proj, "acme_secret_thing", "1.0", {"acme_secret_thing.py": "X = 1\n"})
+    (proj / "run.py").write_text("import acme_secret_thing, acme_widgets\n")
+    (tmp_path / "projlink").symlink_to(proj)
+    return proj
+
+
+@pytest.mark.parametrize("spelling", ["double-slash", "symlink", "dot-segments"])
+@pytest.mark.parametrize("how", ["script", "-c in it", "-m in it"])
+def test_script_directory_reached_under_another_spelling_is_not_reported(venv, listener, prefix, script_dir,
+                                                                         spelling, how):
+    path = {"double-slash": "/" + str(script_dir), "symlink": str(script_dir.parent / "projlink"),
+            "dot-segments": str(script_dir / ".." / "proj" / ".")}[spelling]
+    args = {"script": [str(script_dir / "run.py")], "-c in it": ["-c", "import acme_secret_thing, acme_widgets"],
+            "-m in it": ["-m", "run"]}[how]
+    result = _run(venv, listener, prefix, args, cwd=script_dir, env={"PYTHONPATH": path}, expect=1)
+    assert result.rc == 0, result
+    assert result.datagrams == [prefix.report(ACME)], result
+
+
+def test_home_directory_reached_through_another_mount_is_not_reported(venv, listener, prefix, tmp_path):
+    # Clusters mount home directories in more than one place (autofs, /net/...).
+    from conftest import require
+    from support import faults
+    from support.faults import write_dist_info
+
+    if faults.netns_available():  # the same needs: root and unshare
+        require(f"a private mount namespace is needed: {faults.netns_available()}")
+    home, mount = tmp_path / "home", tmp_path / "mnt"
+    write_dist_info(home / "lib", "alice_private_tool", "1.0", {"alice_private_tool.py": "X = 1\n"})
+    mount.mkdir()
+    code = "import alice_private_tool, acme_widgets"
+    wrapped = ["-m", "sh", "-c", 'mount --bind "$1" "$2" && shift 2 && exec "$@"', "bind", str(home), str(mount),
+               str(venv.python), "-c", code]
+    result = run_python("unshare", wrapped, listener=listener, prefix=prefix, cwd=tmp_path,
+                        env={"HOME": str(home), "PYTHONPATH": str(mount / "lib")}, expect=1)
+    assert (result.rc, result.stderr) == (0, ""), result
+    assert result.datagrams == [prefix.report(ACME)], result
