@@ -284,9 +284,13 @@ def report_at_exit(candidates, baseline_pid, baseline_path, script_entry=None):
     except BaseException as exc:  # noqa: BLE001 - this runs inside someone else's process
         if wire.is_true(os.environ.get("PYTHON_POPCONTEST_DEBUG")):
             try:
-                import traceback
-
-                debug("report failed: " + "".join(traceback.format_exception(exc)).rstrip())
+                # One line, like every other debug line: the error and where
+                # it was raised.
+                tb = exc.__traceback__
+                while tb is not None and tb.tb_next is not None:
+                    tb = tb.tb_next
+                where = "%s:%d" % (tb.tb_frame.f_code.co_filename, tb.tb_lineno) if tb is not None else "?"
+                debug("report failed: %s: %s (at %s)" % (type(exc).__name__, str(exc).replace("\n", " "), where))
             except BaseException:
                 pass
 
@@ -535,6 +539,21 @@ def private_dir_ok(directory, create):
     return (st.st_mode & 0o170000) == 0o040000 and st.st_uid == os.getuid() and not st.st_mode & 0o077
 
 
+def _quiet_loads(data):
+    # A damaged file can hold a dict with a bytes and a str key of equal
+    # hash, and building it compares them: under python -b that warns on the
+    # program's stderr, under -bb it raises.
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BytesWarning)
+        return marshal.loads(data)
+
+
+# Only python -b pays for silencing marshal.
+_loads = _quiet_loads if sys.flags.bytes_warning else marshal.loads
+
+
 def read_cache(kind, path):
     """The directory table of a cache file, or None if it is missing or unusable."""
     if kind == "temporary" and not private_dir_ok(os.path.dirname(path), create=False):
@@ -543,14 +562,22 @@ def read_cache(kind, path):
     if raw is None:
         return None
     try:
-        data = marshal.loads(raw)
+        data = _loads(raw)
     except Exception:
         # Truncated, corrupted or from another Python: rebuild.
         return None
-    if type(data) is not tuple or len(data) != 3 or data[0] != FORMAT or data[1] != CACHE_TAG:
+    # Types first: with python -b, comparing bytes to str warns on the
+    # program's stderr (and -bb raises), so a foreign or damaged file with
+    # bytes where text belongs is never compared, only dropped.
+    if type(data) is not tuple or len(data) != 3 or type(data[1]) is not str:
+        return None
+    if data[0] != FORMAT or data[1] != CACHE_TAG or type(data[2]) is not dict:
         return None
     table = data[2]
-    return table if type(table) is dict else None
+    for key in table:
+        if type(key) is not str:
+            return None
+    return table
 
 
 def valid_entry(entry):
@@ -680,10 +707,12 @@ class Index:
                 roots = decoded[shard]
                 if roots is None:
                     try:
-                        roots = marshal.loads(shards[shard])
+                        roots = _loads(shards[shard])
                     except Exception:
                         roots = None
-                    if type(roots) is not dict:
+                    # Keys other than text would be compared with ours (a
+                    # BytesWarning under python -b): the entry is damaged.
+                    if type(roots) is not dict or not all(type(name) is str for name in roots):
                         self.damaged.add(directory)
                         roots = _EMPTY
                     decoded[shard] = roots
@@ -710,7 +739,12 @@ class Index:
             keys = {module.partition(".")[0] for module in modules}
         found = {}
         for key in keys:
-            hit = self._match(key)
+            try:
+                hit = self._match(key)
+            except UnicodeError:
+                # A name no codec can encode (a lone surrogate a program put
+                # in sys.modules) names no installed module; the others count.
+                continue
             if hit is not None and (keep is None or keep(hit[2], hit[3])):
                 found[hit[0]] = hit[1]
         return found

@@ -77,6 +77,17 @@ def test_debug_says_why_nothing_is_sent_for_a_bad_prefix(run):
     assert "bad..prefix" in result.stderr and "PREFIX" in result.stderr, result
 
 
+def test_debug_reports_a_failed_report_in_one_line(run):
+    # The program replaced os.environ with a dict holding a value that is not
+    # text: reading the settings fails inside the report.
+    code = "import os, acme_widgets\nos.environ = dict(os.environ, PYTHON_POPCONTEST_STATSD_HOST=42)\n"
+    result = run("-c", code, env={"PYTHON_POPCONTEST_DEBUG": "1"})
+    assert (result.rc, result.stdout, result.datagrams) == (0, "", []), result
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("popcon-site: report failed: AttributeError: "), result
+    assert "wire.py:" in lines[0], result
+
+
 # --- prefix, host, port -------------------------------------------------------------
 
 @pytest.mark.parametrize("bad", [

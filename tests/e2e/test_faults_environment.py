@@ -300,6 +300,50 @@ def test_full_disk_leaves_no_truncated_cache(cache_case, cache_venv, listener, p
     _valid(next((tmp_path / "xdg" / "popcon-site").glob("index-*.marshal")).read_bytes())
 
 
+# A program may restore the default action of SIGXFSZ (Python ignores it at
+# start-up): a cache write beyond the file size limit must then fail, not
+# kill the process.
+FILE_SIZE_LIMIT = ("import signal, sys, acme_widgets, survivor\n"
+                   "signal.signal(signal.SIGXFSZ, signal.SIG_DFL)\n"
+                   "print('out')\nprint('err', file=sys.stderr)\nsys.exit(3)\n")
+
+
+@pytest.mark.parametrize("action", ["default", "ignored"])
+def test_file_size_limit_while_writing_the_cache(cache_case, cache_venv, listener, prefix, tree, tmp_path, action):
+    code = FILE_SIZE_LIMIT if action == "default" else SCRIPT
+    env = {"HOME": str(tmp_path / "home"), "XDG_CACHE_HOME": str(tmp_path / "xdg"), "TMPDIR": str(tmp_path),
+           "PYTHONPATH": str(tree)}
+    cmd = ["sh", "-c", 'ulimit -f 1 && exec "$@"', "limited", cache_venv.python, "-c", code]
+    for _ in range(2):
+        result = ran_script(faults.twin(cmd, listener=listener, prefix=prefix, env=env, expect=1))
+        result.assert_reports(prefix.report(ACME, "survivor"))
+    for directory in (cache_venv.root / "var" / "cache" / "popcon-site", tmp_path / "xdg" / "popcon-site"):
+        left = sorted(p.name for p in directory.glob("*")) if directory.is_dir() else []
+        assert not [name for name in left if name.endswith(".tmp")], left
+
+
+def test_cache_entries_of_the_wrong_types_raise_no_bytes_warning(cache_case, cache_venv, listener, prefix, tree,
+                                                                  tmp_path):
+    # python -b warns when bytes are compared with str, -bb raises: a damaged
+    # or foreign cache with bytes where names belong must be dropped quietly.
+    path, data = _warm(cache_case, cache_venv, tree, prefix)
+    fmt, tag, table = _valid(data)
+    damaged = dict(table)
+    for directory, entry in table.items():
+        damaged[directory.encode()] = entry
+    env = {"HOME": str(tmp_path / "home"), "XDG_CACHE_HOME": str(tmp_path / "xdg"), "TMPDIR": str(tmp_path),
+           "PYTHONPATH": str(tree)}
+    for variant in [(fmt, tag, damaged), (fmt, tag.encode(), table), (fmt, tag, {k.encode(): v for k, v in table.items()})]:
+        for flag in ("-b", "-bb"):
+            path.write_bytes(marshal.dumps(variant))
+            result = ran_script(faults.twin([cache_venv.python, flag, "-c", SCRIPT], listener=listener, prefix=prefix,
+                                            env=env, expect=1))
+            result.assert_reports(prefix.report(ACME, "survivor"))
+            # Rewritten without the odd entries, so the next process is quiet too.
+            ran_script(faults.twin([cache_venv.python, flag, "-c", SCRIPT], listener=listener, prefix=prefix,
+                                   env=env, expect=1)).assert_reports(prefix.report(ACME, "survivor"))
+
+
 # --- many processes at once ------------------------------------------------------
 
 CONCURRENT = 48

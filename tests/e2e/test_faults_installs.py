@@ -265,6 +265,13 @@ REWRITERS = {
         "    sys.modules['generated_%d' % i] = types.ModuleType('generated_%d' % i)\n"
     ),
     "dunder-names": "import acme_widgets\nsys.modules['__phantom__'] = sys\nsys.modules['.'] = sys\nsys.modules[''] = sys\n",
+    # Names no codec can encode: lone surrogates, and one that is not a
+    # filesystem name; each of them once dropped the whole report.
+    "unencodable-names": (
+        "import acme_widgets, types\n"
+        "for name in ('\\ud800', 'a\\udfff.b', '\\udc80x', 'x\\x00y', '\\U0010ffff'):\n"
+        "    sys.modules[name] = types.ModuleType('odd')\n"
+    ),
     "hostile-spec-and-loader": (
         "import acme_widgets\n"
         "class Boom:\n"
