@@ -431,7 +431,7 @@ def private_reason(path, places=None):
     A user's own installs are those in the user site-packages, and, outside
     the environment's prefixes, those under the home directory (``$HOME``, the
     one at start-up, or the account's) and those in a project's checkout
-    (a directory, or the parent of a ``src`` directory, holding
+    (a directory, or a directory directly inside one, holding
     ``pyproject.toml``, ``setup.py``, ``setup.cfg`` or ``.git``).  Their names
     can be private, so they are not counted unless
     PYTHON_POPCONTEST_INCLUDE_USER=1.
