@@ -147,7 +147,7 @@ def _parse_file_list(text):
     be one (:func:`_collect_roots`); the files at the root, where .pth files
     and editable finders are, come out of the same walk.  A regular
     expression over every line cost 5x more at 1000 distributions, and a
-    search of the whole text for each kind of root file a third of the build
+    search of the whole text for each kind of root file a sixth of the build
     (bench/).
 
     >>> _parse_file_list("b/c.py,,\\nz.pth,,\\na.py,sha256=x,1\\n")
