@@ -196,8 +196,8 @@ def _grouped_roots(text, namespaces=frozenset()):
     >>> roots, top = _grouped_roots("a/__init__.py,,\\na/b.py,,\\nc.py,,\\na-1.dist-info/RECORD,,\\n../x,,\\n")
     >>> sorted(roots), top
     (['a', 'c'], ['c.py'])
-    >>> _grouped_roots("ns/p/__init__.py,,\\nns/q.py,,\\n")
-    ({'ns.p', 'ns.q'}, [])
+    >>> sorted(_grouped_roots("ns/p/__init__.py,,\\nns/q.py,,\\n")[0])
+    ['ns.p', 'ns.q']
     >>> _grouped_roots("a/__init__.py,,\\nc.py,,\\na/b.py,,\\n") is None
     True
     """
