@@ -12,8 +12,8 @@ cache, the lookup.  Building an index (reading distribution metadata) lives
 in :mod:`popcon_site.index` and is imported only when a directory changed
 since it was last indexed.  Every module imported at exit costs about 0.3M
 instructions before its first line runs, so the exit path is two modules,
-this one and :mod:`popcon_site.wire`; :mod:`popcon_site.lookup` and
-:mod:`popcon_site.config` re-export their names for the CLI.
+this one and :mod:`popcon_site.wire`; :mod:`popcon_site.config` gathers
+the settings for the CLI.
 
 The cache holds, for each directory on ``sys.path``, the directory's
 ``st_mtime_ns`` and the roots of its distributions (see

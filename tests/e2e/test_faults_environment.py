@@ -12,7 +12,7 @@ import pytest
 from filelock import FileLock
 
 import conftest
-from popcon_site.lookup import SHARDS, shard_of
+from popcon_site.reporter import SHARDS, shard_of
 from conftest import require
 from support import distributions as d
 from support import faults
