@@ -191,17 +191,28 @@ def _search_path(baseline_path, local):
     then those the program added since (a notebook's
     ``sys.path.append('/shared/lib')``), never the program's own directories,
     whatever their spelling (``//dir``, ``dir/.``, a symlink, another mount)."""
-    local_ids = {_identity(place) for place in local}
-    local_ids.discard(None)
+    # Directories inside the environment are its own whatever the program
+    # is: only the others are compared by identity, which costs a stat each.
+    inside = tuple(p.rstrip(os.sep) + os.sep for p in _prefixes())
+    local_ids = []
+
+    def is_local(absolute):
+        if absolute in local:
+            return True
+        if absolute.startswith(inside):
+            return False
+        if not local_ids:
+            local_ids.append({_identity(place) for place in local} - {None})
+        return _identity(absolute) in local_ids[0]
+
     path = []
     for entry in baseline_path:
         absolute = _absolute(entry) if type(entry) is str else None
-        if absolute is not None and absolute not in local and _identity(absolute) not in local_ids:
+        if absolute is not None and not is_local(absolute):
             path.append(entry)
     current = sys.path if type(sys.path) is list else []
     for entry in current:
-        if (type(entry) is str and os.path.isabs(entry) and entry not in path and os.path.abspath(entry) not in local
-                and _identity(entry) not in local_ids):
+        if type(entry) is str and os.path.isabs(entry) and entry not in path and not is_local(os.path.abspath(entry)):
             path.append(entry)
     return path
 
@@ -550,8 +561,10 @@ def _quiet_loads(data):
         return marshal.loads(data)
 
 
-# Only python -b pays for silencing marshal.
-_loads = _quiet_loads if sys.flags.bytes_warning else marshal.loads
+# Only python -b pays for silencing marshal and checking the types of keys:
+# elsewhere comparing bytes with str is merely unequal.
+_BYTES_WARNING = bool(sys.flags.bytes_warning)
+_loads = _quiet_loads if _BYTES_WARNING else marshal.loads
 
 
 def read_cache(kind, path):
@@ -567,16 +580,17 @@ def read_cache(kind, path):
         # Truncated, corrupted or from another Python: rebuild.
         return None
     # Types first: with python -b, comparing bytes to str warns on the
-    # program's stderr (and -bb raises), so a foreign or damaged file with
-    # bytes where text belongs is never compared, only dropped.
+    # program's stderr (and -bb raises), so under -b a foreign or damaged
+    # file with bytes where text belongs is never compared, only dropped.
     if type(data) is not tuple or len(data) != 3 or type(data[1]) is not str:
         return None
     if data[0] != FORMAT or data[1] != CACHE_TAG or type(data[2]) is not dict:
         return None
     table = data[2]
-    for key in table:
-        if type(key) is not str:
-            return None
+    if _BYTES_WARNING:
+        for key in table:
+            if type(key) is not str:
+                return None
     return table
 
 
@@ -710,9 +724,9 @@ class Index:
                         roots = _loads(shards[shard])
                     except Exception:
                         roots = None
-                    # Keys other than text would be compared with ours (a
-                    # BytesWarning under python -b): the entry is damaged.
-                    if type(roots) is not dict or not all(type(name) is str for name in roots):
+                    # Under python -b, keys other than text would be compared
+                    # with ours, and warn: the entry is damaged.
+                    if type(roots) is not dict or (_BYTES_WARNING and not all(type(n) is str for n in roots)):
                         self.damaged.add(directory)
                         roots = _EMPTY
                     decoded[shard] = roots
