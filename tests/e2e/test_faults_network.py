@@ -171,6 +171,63 @@ def test_a_resolved_name_is_remembered_when_the_resolver_then_fails(scratch_venv
     run(known).assert_reports()
 
 
+def _address_file(venv, interp):
+    tag = "cpython-%d%d" % interp.minor
+    return venv.root / "var" / "cache" / "popcon-site" / f"addresses-{tag}.marshal"
+
+
+def _write_addresses(path, table):
+    import marshal
+
+    from popcon_site.reporter import FORMAT
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(marshal.dumps((FORMAT, path.name[len("addresses-"):-len(".marshal")], table)))
+
+
+def test_a_failed_lookup_never_replaces_an_address_found_meanwhile(scratch_venv, interp, listener, prefix,
+                                                                    tmp_path, netns):
+    # One process waits for a silent resolver while another finds the
+    # address and remembers it: the failure must not overwrite it.
+    import subprocess
+    import time
+
+    name = "statsd.popcontest.example"
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("nameserver 127.0.0.1\n")
+    addresses = _address_file(scratch_venv, interp)
+    env = faults.case_environ(listener, prefix, {
+        "PYTHON_POPCONTEST_STATSD_HOST": name, "FAULT_RESOLV": str(conf), "FAULT_SILENT_DNS": str(scratch_venv.python),
+        "FAULT_DNS_READY": str(tmp_path / "dns-ready")})
+    waiting = subprocess.Popen(faults.in_netns([scratch_venv.python, "-c", "import acme_widgets"]), env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(0.5)  # well inside the waiting process's 1 s lookup
+    _write_addresses(addresses, {name: (time.time() + 300, 2, "127.0.0.1")})
+    out, err = waiting.communicate(timeout=DNS_STALL_BOUND)
+    assert (waiting.returncode, out, err) == (0, b"", b""), (out, err)
+    cmd = _with_name_service(tmp_path / "no-hosts", tmp_path / "refused", [scratch_venv.python, "-c", SCRIPT])
+    (tmp_path / "no-hosts").write_text("127.0.0.1 localhost\n")
+    (tmp_path / "refused").write_text("nameserver 127.0.0.9\n")
+    ran_script(faults.twin(cmd, listener=listener, prefix=prefix, env={"PYTHON_POPCONTEST_STATSD_HOST": name},
+                           expect=1)).assert_reports(prefix.report(ACME))
+
+
+@pytest.mark.parametrize("entry", ["failure", "address"])
+def test_a_remembered_entry_from_a_clock_set_far_ahead_is_ignored(scratch_venv, interp, listener, prefix, tmp_path,
+                                                                  netns, entry):
+    import time
+
+    name = "statsd.popcontest.example"
+    wrong = (time.time() + 86400, 0, "") if entry == "failure" else (time.time() + 86400, 2, "127.0.0.9")
+    _write_addresses(_address_file(scratch_venv, interp), {name: wrong})
+    hosts, refused = tmp_path / "hosts", tmp_path / "resolv.conf"
+    hosts.write_text("127.0.0.1 localhost\n127.0.0.1 %s\n" % name)
+    refused.write_text("nameserver 127.0.0.9\n")
+    cmd = _with_name_service(hosts, refused, [scratch_venv.python, "-c", SCRIPT])
+    ran_script(faults.twin(cmd, listener=listener, prefix=prefix, env={"PYTHON_POPCONTEST_STATSD_HOST": name},
+                           expect=1)).assert_reports(prefix.report(ACME))
+
+
 def test_nothing_listening(case):
     ran_script(case("-c", SCRIPT, env={"PYTHON_POPCONTEST_STATSD_PORT": str(faults.closed_port())})).assert_reports()
 
