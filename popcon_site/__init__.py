@@ -57,21 +57,48 @@ def _take_baseline():
     # The interpreter puts the script's directory (or the cwd) at sys.path[0]
     # after site has run, unless -I, -P or PYTHONSAFEPATH.  Local code lives
     # there, never an installed distribution, and its mtime changes all the
-    # time: keep it out of the index.  A script that inserted directories of
-    # its own before its first import pushed it behind them: it is the last
-    # of the new entries at the front.  When it was on sys.path already
-    # (PYTHONPATH names the directory that `python -m` runs in), it is the
-    # extra copy at the front.
+    # time: keep it out of the index.  It is the one new entry at the front,
+    # in the common case.  Otherwise (a sitecustomize or a later .pth file
+    # inserted directories too, a script did before its first import, or the
+    # entry was on sys.path already because PYTHONPATH names it) it is the
+    # first entry that this command line makes the interpreter insert.
     flags = sys.flags
     if not (flags.isolated or getattr(flags, "safe_path", False)):
         new = 0
         while new < len(path) and path[new] not in _startup_path:
             new += 1
-        if new:
-            _script_entry = path.pop(new - 1)
-        elif path and path.count(path[0]) > _startup_path.count(path[0]):
+        if new == 1:
             _script_entry = path.pop(0)
+        else:
+            inserted = _inserted_entries()
+            for i, entry in enumerate(path):
+                if entry in inserted:
+                    _script_entry = path.pop(i)
+                    break
+            else:
+                if new:
+                    _script_entry = path.pop(new - 1)
     _search_path = tuple(path)
+
+
+def _inserted_entries():
+    # What the interpreter puts at sys.path[0] for this command line: "" for
+    # -c, stdin and the prompt, the working directory for -m (sys.argv[0] is
+    # still "-m" at the first import), else the script's directory with
+    # symlinks resolved, or the script itself when it is a zip or directory.
+    argv = getattr(sys, "argv", None)
+    first = argv[0] if type(argv) is list and argv else None
+    if type(first) is not str:
+        return ()
+    try:
+        if first in ("", "-", "-c"):
+            return ("",)
+        if first == "-m":
+            return (os.getcwd(),)
+        real = os.path.realpath(first)
+        return (os.path.dirname(real), real, first)
+    except (OSError, ValueError):
+        return ()
 
 
 def _find_spec(name, path=None, target=None):

@@ -30,6 +30,31 @@ def hpc_tree(venv, synthetic_wheels, tmp_path):
     return tree
 
 
+def test_script_that_moves_site_packages_to_the_front_still_counts_its_libraries(run, prefix, venv, tmp_path):
+    # site-packages is on sys.path already; the script's own directory is
+    # then second, and it is that one which is the program's.
+    script = tmp_path / "front.py"
+    script.write_text(f"import sys\nsys.path.insert(0, {str(venv.site_packages)!r})\nimport acme_widgets\n")
+    result = run(str(script), expect=1)
+    assert result.rc == 0, result
+    assert result.datagrams == [prefix.report(ACME)], result
+
+
+@pytest.mark.parametrize("how", ["-c", "-m"])
+def test_system_tree_that_sitecustomize_puts_first_is_counted_and_the_working_directory_is_not(
+        scratch_venv, listener, prefix, hpc_tree, tmp_path, how):
+    from support.faults import write_dist_info
+    from support.processes import run_python
+
+    (scratch_venv.site_packages / "sitecustomize.py").write_text(f"import sys\nsys.path.insert(0, {str(hpc_tree)!r})\n")
+    work = tmp_path / "work"
+    write_dist_info(work, "acme_secret_cwd", "1.0", {"acme_secret_cwd.py": "import hpctool\n"})
+    args = ["-c", "import acme_secret_cwd"] if how == "-c" else ["-m", "acme_secret_cwd"]
+    result = run_python(scratch_venv.python, args, listener=listener, prefix=prefix, cwd=work, expect=1)
+    assert result.rc == 0, result
+    assert result.datagrams == [prefix.report("hpc-tool")], result
+
+
 def test_system_tree_on_pythonpath_is_reported(run, prefix, hpc_tree):
     result = run("-c", "import hpctool, acme_widgets", env={"PYTHONPATH": str(hpc_tree)}, expect=1)
     assert result.rc == 0, result
