@@ -119,7 +119,8 @@ def test_script_directory_reached_under_another_spelling_is_not_reported(venv, l
     assert result.datagrams == [prefix.report(ACME)], result
 
 
-def test_home_directory_reached_through_another_mount_is_not_reported(venv, listener, prefix, tmp_path):
+@pytest.mark.parametrize("bound", ["the home", "a directory in the home"])
+def test_home_directory_reached_through_another_mount_is_not_reported(venv, listener, prefix, tmp_path, bound):
     # Clusters mount home directories in more than one place (autofs, /net/...).
     from conftest import require
     from support import faults
@@ -127,13 +128,16 @@ def test_home_directory_reached_through_another_mount_is_not_reported(venv, list
 
     if faults.netns_available():  # the same needs: root and unshare
         require(f"a private mount namespace is needed: {faults.netns_available()}")
+    # As a container binds it (--bind ~/lib:/opt/lib): the mount shares no
+    # ancestor with the home when a directory inside it is bound.
     home, mount = tmp_path / "home", tmp_path / "mnt"
     write_dist_info(home / "lib", "alice_private_tool", "1.0", {"alice_private_tool.py": "X = 1\n"})
     mount.mkdir()
+    source, on_path = (home, mount / "lib") if bound == "the home" else (home / "lib", mount)
     code = "import alice_private_tool, acme_widgets"
-    wrapped = ["-m", "sh", "-c", 'mount --bind "$1" "$2" && shift 2 && exec "$@"', "bind", str(home), str(mount),
+    wrapped = ["-m", "sh", "-c", 'mount --bind "$1" "$2" && shift 2 && exec "$@"', "bind", str(source), str(mount),
                str(venv.python), "-c", code]
     result = run_python("unshare", wrapped, listener=listener, prefix=prefix, cwd=tmp_path,
-                        env={"HOME": str(home), "PYTHONPATH": str(mount / "lib")}, expect=1)
+                        env={"HOME": str(home), "PYTHONPATH": str(on_path)}, expect=1)
     assert (result.rc, result.stderr) == (0, ""), result
     assert result.datagrams == [prefix.report(ACME)], result
