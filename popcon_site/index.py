@@ -13,7 +13,6 @@ half that runs at every reporting exit).  This module is the other half, buildin
 entries; the exit path imports it only when a directory changed.
 """
 
-import _signal
 import marshal
 import os
 import sys
@@ -37,6 +36,7 @@ from popcon_site.reporter import (
     search_dirs,
     shard_of,
     valid_entry,
+    without_sigxfsz,
 )
 
 __all__ = [
@@ -756,40 +756,33 @@ def write_cache(kind, path, table):
                 os.chmod(made, 0o755)
     data = marshal.dumps((FORMAT, CACHE_TAG, table))
     tmp = "%s.%d.tmp" % (path, os.getpid())
-    # Beyond a file size limit (ulimit -f) the kernel sends SIGXFSZ, whose
-    # default action kills the process.  Python ignores it, but a program may
-    # restore the default: blocked meanwhile, the write fails with EFBIG
-    # instead, and the signal it leaves pending is taken back, unless the
-    # program had blocked SIGXFSZ itself.
-    mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, [_signal.SIGXFSZ])
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        without_sigxfsz(_write_whole, tmp, data, 0o644 if kind == "environment" else None)
+        os.replace(tmp, path)
+    except BaseException:
         try:
-            if kind == "environment":
-                os.fchmod(fd, 0o644)
-            try:
-                # os.write may write less than asked (a full disk writes what
-                # fits, and only the next call fails): a single call installed a
-                # truncated cache that every process then rebuilt and rewrote.
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    if not written:
-                        raise OSError("no progress writing %s" % tmp)
-                    view = view[written:]
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _write_whole(path, data, mode):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        if mode is not None:
+            os.fchmod(fd, mode)
+        # os.write may write less than asked (a full disk writes what fits,
+        # and only the next call fails): a single call installed a truncated
+        # cache that every process then rebuilt and rewrote.
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            if not written:
+                raise OSError("no progress writing %s" % path)
+            view = view[written:]
     finally:
-        if _signal.SIGXFSZ not in mask:
-            _signal.sigtimedwait([_signal.SIGXFSZ], 0)
-        _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
+        os.close(fd)
 
 
 def save(tables, read, debug=None):

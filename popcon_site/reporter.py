@@ -68,9 +68,27 @@ def _write_stderr(text):
     if sys.__stderr__ is None:
         return
     try:
-        os.write(2, text.encode("utf-8", "backslashreplace"))
+        without_sigxfsz(os.write, 2, text.encode("utf-8", "backslashreplace"))
     except Exception:
         pass
+
+
+def without_sigxfsz(function, *args):
+    """``function(*args)`` with SIGXFSZ held back: a write beyond a file size
+    limit (ulimit -f) then fails with EFBIG instead of killing the process.
+
+    Python ignores SIGXFSZ, but a program may restore its default action.
+    The signal a failed write leaves pending is taken back, unless the
+    program had blocked SIGXFSZ itself."""
+    import _signal
+
+    mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, [_signal.SIGXFSZ])
+    try:
+        return function(*args)
+    finally:
+        if _signal.SIGXFSZ not in mask:
+            _signal.sigtimedwait([_signal.SIGXFSZ], 0)
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
 
 
 def libraries_used(module_names, search_path, include_user=False, local=()):

@@ -322,6 +322,19 @@ def test_file_size_limit_while_writing_the_cache(cache_case, cache_venv, listene
         assert not [name for name in left if name.endswith(".tmp")], left
 
 
+def test_debug_lines_beyond_a_file_size_limit_keep_the_exit_status(venv, listener, prefix, tmp_path):
+    # Debug goes to stderr, here a file that may not grow at all, in a
+    # program that restored the default action of SIGXFSZ.
+    from support.processes import run_python
+
+    code = ("import signal, sys, acme_widgets\nsignal.signal(signal.SIGXFSZ, signal.SIG_DFL)\n"
+            "print('out')\nsys.exit(3)\n")
+    cmd = ["-c", 'ulimit -f 0 && exec "$@" 2>"$0"', str(tmp_path / "stderr"), str(venv.python), "-c", code]
+    result = run_python("sh", cmd, listener=listener, prefix=prefix, env={"PYTHON_POPCONTEST_DEBUG": "1"}, expect=1)
+    assert (result.rc, result.stdout) == (3, "out\n"), result
+    assert result.datagrams == [prefix.report(ACME)], result
+
+
 def test_cache_entries_of_the_wrong_types_raise_no_bytes_warning(cache_case, cache_venv, listener, prefix, tree,
                                                                   tmp_path):
     # python -b warns when bytes are compared with str, -bb raises: a damaged
