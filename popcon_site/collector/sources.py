@@ -113,9 +113,9 @@ class _Refused(Exception):
     """Prometheus answered the query with an error of its own."""
 
 
-def _query(base_url, promql, timeout):
-    """The samples of an instant vector: ``[(labels, value)]``."""
-    url = base_url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+def _query(base_url, promql, timeout, at):
+    """The samples of an instant vector at the Unix time ``at``: ``[(labels, value)]``."""
+    url = base_url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": promql, "time": "%.3f" % at})
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             body = json.load(response)
@@ -212,14 +212,14 @@ def _window_terms(series, window):
             "min_over_time(%s[%s]) unless %s offset %s" % (series, window, series, window))
 
 
-def _summed(base_url, metric, by, window, selector, timeout):
+def _summed(base_url, metric, by, window, selector, timeout, at):
     """{label values: total} of ``metric``, over ``window`` when one is given."""
     series = metric + selector
     terms = _window_terms(series, window) if window else (series,)
     totals = {}
     for term in terms:
         promql = "sum by (%s) (%s)" % (", ".join(by), term) if by else "sum(%s)" % term
-        for labels, value in _query(base_url, promql, timeout):
+        for labels, value in _query(base_url, promql, timeout, at):
             key = tuple(labels.get(name, "") for name in by)
             totals[key] = totals.get(key, 0.0) + value
     if window:
@@ -239,14 +239,19 @@ def counts_from_prometheus(base_url, window=None, matchers="", timeout=30):
     within that window, which survives exporter restarts and counts series
     that were born inside it.
     """
+    import time
+
     check_url(base_url)
     selector = "{%s}" % matchers if matchers else ""
+    # Every query is evaluated at the same instant, so that a scrape landing
+    # between them cannot give a denominator newer than the libraries.
+    at = time.time()
     versions = {}
-    for (library, version), count in _summed(base_url, LIBRARY_NAME, ("library", "version"), window, selector,
-                                             timeout).items():
+    libraries = _summed(base_url, LIBRARY_NAME, ("library", "version"), window, selector, timeout, at)
+    for (library, version), count in libraries.items():
         if library and count:
             versions.setdefault(library, {})[version] = count
-    processes = _summed(base_url, REPORTS_NAME, (), window, selector, timeout).get((), 0.0)
+    processes = _summed(base_url, REPORTS_NAME, (), window, selector, timeout, at).get((), 0.0)
     description = "Prometheus %s" % base_url
     if window:
         description += ", last %s" % window
