@@ -491,91 +491,18 @@ def private_reason(path, places=None):
             break
         current = parent
     # A bind mount of a directory *inside* the home (a container's
-    # --bind ~/libs:/opt/libs) shares no ancestor with it: where the
-    # directory lies inside its filesystem says so.  Only a directory on the
-    # filesystem of a home or user site can be one.
+    # --bind ~/libs:/opt/libs) shares no ancestor with it; only a directory
+    # on the filesystem of a home or user site can be one.
     identity = _identity(paths[-1])
     if identity is None or identity[0] not in {dev for (dev, _), kind in identities.items() if kind != "prefix"}:
         return None
-    mounts = _mounts()
-    where = _fs_location(paths[-1], mounts)
-    if where is None:
-        return None
-    found = None
-    for kind, places_of_kind in (("prefix", prefixes), ("site", sites), ("home", homes)):
-        for place in places_of_kind:
-            inside = _fs_location(place, mounts)
-            if inside is not None and inside[0] == where[0] and _under(where[1], inside[1]):
-                found = kind
-                break
-        if found:
-            break
-    return _REASONS.get(found)
+    from popcon_site import mounts
+
+    return _REASONS.get(mounts.inside_which(paths[-1], (("prefix", prefixes), ("site", sites), ("home", homes))))
 
 
 _REASONS = {"site": "it is the user site-packages",
             "home": "it is under the home directory, outside the environment"}
-
-
-def _mounts():
-    """{mount point: (device, root of the mount inside its filesystem)}, from
-    /proc/self/mountinfo; empty where there is none."""
-    try:
-        fd = os.open("/proc/self/mountinfo", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return {}
-    chunks = []
-    try:
-        size = 0
-        while size < READ_LIMIT:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    except OSError:
-        return {}
-    finally:
-        os.close(fd)
-    mounts = {}
-    for line in b"".join(chunks).decode("utf-8", "surrogateescape").splitlines():
-        fields = line.split(" ", 5)
-        if len(fields) == 6:
-            # A later line mounted over an earlier one at the same point.
-            mounts[_unescape(fields[4])] = (fields[2], _unescape(fields[3]))
-    return mounts
-
-
-def _unescape(text):
-    # mountinfo writes space, tab, newline and backslash as \040 and so on.
-    if "\\" not in text:
-        return text
-    head, *parts = text.split("\\")
-    out = [head]
-    for part in parts:
-        code = part[:3]
-        if len(code) == 3 and all(c in "01234567" for c in code):
-            out.append(chr(int(code, 8)) + part[3:])
-        else:
-            out.append("\\" + part)
-    return "".join(out)
-
-
-def _fs_location(path, mounts):
-    """(device, path inside its filesystem) of a path, or None."""
-    try:
-        real = os.path.realpath(path)
-    except (OSError, ValueError):
-        return None
-    point = real
-    while point not in mounts:
-        parent = os.path.dirname(point)
-        if parent == point:
-            return None
-        point = parent
-    device, root = mounts[point]
-    rest = real[len(point):] if point != os.sep else real
-    return device, (root.rstrip(os.sep) + rest) or os.sep
 
 
 def search_dirs(path, include_user=False, debug=None):
