@@ -211,7 +211,7 @@ def _search_path(baseline_path, local):
     whatever their spelling (``//dir``, ``dir/.``, a symlink, another mount)."""
     # Directories inside the environment are its own whatever the program
     # is: only the others are compared by identity, which costs a stat each.
-    inside = tuple(p.rstrip(os.sep) + os.sep for p in _prefixes())
+    inside = _inside_prefixes()
     local_ids = []
 
     def is_local(absolute):
@@ -406,6 +406,11 @@ def _prefixes():
     return {sys.prefix, sys.exec_prefix, sys.base_prefix}
 
 
+def _inside_prefixes():
+    # For str.startswith: what every path inside one of the prefixes begins with.
+    return tuple(p.rstrip(os.sep) + os.sep for p in _prefixes())
+
+
 def _account_home():
     try:
         import pwd  # built in; only needed for directories outside the environment
@@ -469,19 +474,20 @@ def private_reason(path, places=None):
     sites, homes, prefixes, identities = places or _private_places()
     paths = _spellings(path)
     if any(_under(p, s) for p in paths for s in sites):
-        return "it is the user site-packages"
+        return _REASONS["site"]
     for p in paths:
         if any(_under(p, x) for x in prefixes):
             continue
         if any(_under(p, h) for h in homes):
-            return "it is under the home directory, outside the environment"
+            return _REASONS["home"]
         checkout = _checkout(p)
         if checkout:
             return "it is in the project checkout %s, outside the environment" % checkout
     # The directory and each of its parents by identity, nearest first.
-    current = paths[-1]
+    identity = _identity(paths[-1])
+    current, current_identity = paths[-1], identity
     while True:
-        kind = identities.get(_identity(current))
+        kind = identities.get(current_identity)
         if kind == "prefix":
             return None
         if kind in _REASONS:
@@ -489,11 +495,10 @@ def private_reason(path, places=None):
         parent = os.path.dirname(current)
         if parent == current:
             break
-        current = parent
+        current, current_identity = parent, _identity(parent)
     # A bind mount of a directory *inside* the home (a container's
     # --bind ~/libs:/opt/libs) shares no ancestor with it; only a directory
     # on the filesystem of a home or user site can be one.
-    identity = _identity(paths[-1])
     if identity is None or identity[0] not in {dev for (dev, _), kind in identities.items() if kind != "prefix"}:
         return None
     from popcon_site import mounts
@@ -514,7 +519,7 @@ def search_dirs(path, include_user=False, debug=None):
     # site-packages) are the environment's own, however they are reached; only
     # the others need the symlink-resolving checks, which cost an lstat per
     # path component.
-    inside = tuple(p.rstrip(os.sep) + os.sep for p in _prefixes())
+    inside = _inside_prefixes()
     user_site = getattr(sys.modules.get("site"), "USER_SITE", None) or "\0"
     for entry in path:
         if not entry or type(entry) is not str or entry in dirs:
