@@ -353,19 +353,14 @@ def test_a_store_made_through_a_link_is_removed_when_collect_cannot_start(tmp_pa
     (">/dev/full", "cannot write to standard output: No space left on device"),
 ])
 def test_help_and_version_with_an_unwritable_stdout_are_one_line(tmp_path, args, prog, redirect, message):
-    import subprocess
-    import sys
-
     from conftest import require
-    from support.collector_proc import cli_environ
+    from support.collector_proc import run_shell
 
     if redirect == ">/dev/full" and not os.path.exists("/dev/full"):
         require("no /dev/full on this system")
 
     def shell(command):
-        env = dict(cli_environ(), PYTHON=sys.executable)
-        return subprocess.run(["bash", "-c", "set -o pipefail; " + command], capture_output=True, text=True,
-                              env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, timeout=60)
+        return run_shell(command, tmp_path)
 
     done = shell(f'"$PYTHON" -m popcon_site {args} {redirect}')
     assert (done.returncode, done.stderr) == (1, f"{prog}: error: {message}\n"), done

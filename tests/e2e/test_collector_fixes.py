@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from support.collector_proc import CollectorProcess, run_cli, wait_until
+from support.collector_proc import CollectorProcess, run_cli, run_shell, wait_until
 from support.distributions import write_egg_info
 from support.processes import Prefix
 
@@ -261,17 +261,6 @@ def test_flush_interval_bounds_are_accepted(start, value):
 
 # --- 6. closed or full standard output, early signals, SIGHUP --------------------
 
-def _shell(command: str, tmp_path: Path):
-    import subprocess
-
-    from support.collector_proc import cli_environ
-
-    env = cli_environ()
-    env["PYTHON"] = sys.executable
-    return subprocess.run(["sh", "-c", command], capture_output=True, text=True, env=env, cwd=tmp_path,
-                          stdin=subprocess.DEVNULL, timeout=60)
-
-
 COMMANDS = {
     "collect": "collect --udp 127.0.0.1:0 --http 127.0.0.1:0 --db store/counts.sqlite3",
     "report": "report --db store/counts.sqlite3",
@@ -302,7 +291,7 @@ def test_unwritable_stdout_is_one_line_not_a_traceback(tmp_path, store_dir, comm
     if redirect == ">/dev/full" and not os.path.exists("/dev/full"):
         require("no /dev/full on this system")
     before = sorted(os.listdir(store_dir))
-    done = _shell(f'"$PYTHON" -m popcon_site {COMMANDS[command]} {redirect}', tmp_path)
+    done = run_shell(f'"$PYTHON" -m popcon_site {COMMANDS[command]} {redirect}', tmp_path)
     assert done.returncode == 1, done
     assert done.stderr.startswith(f"popcon-site {command}: error: {message}"), done.stderr
     assert done.stderr.count("\n") == 1 and "Exception" not in done.stderr, done.stderr
@@ -310,7 +299,7 @@ def test_unwritable_stdout_is_one_line_not_a_traceback(tmp_path, store_dir, comm
         # It created nothing, or removed what it had.
         assert sorted(os.listdir(store_dir)) == before
     # Without a stderr either, still no crash: the exit code says it.
-    done = _shell(f'"$PYTHON" -m popcon_site {COMMANDS[command]} {redirect} 2>&-', tmp_path)
+    done = run_shell(f'"$PYTHON" -m popcon_site {COMMANDS[command]} {redirect} 2>&-', tmp_path)
     assert done.returncode == 1, done
 
 

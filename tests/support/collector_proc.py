@@ -33,6 +33,13 @@ def cli_environ() -> dict[str, str]:
     return env
 
 
+def run_shell(command: str, cwd) -> subprocess.CompletedProcess:
+    """``command`` in bash (with pipefail) and the CLI's environment; ``$PYTHON`` is this interpreter."""
+    env = dict(cli_environ(), PYTHON=sys.executable)
+    return subprocess.run(["bash", "-c", "set -o pipefail; " + command], capture_output=True, text=True, env=env,
+                          cwd=cwd, stdin=subprocess.DEVNULL, timeout=DEADLINE)
+
+
 def run_cli(*args, timeout: float = DEADLINE, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "popcon_site", *map(str, args)], capture_output=True, text=True,
                           env=cli_environ(), stdin=subprocess.DEVNULL, timeout=timeout, **kwargs)
